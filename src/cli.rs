@@ -1,0 +1,298 @@
+//! The command line (DESIGN §7): parses arguments, loads the config, and calls
+//! the library. Exit codes: 0 when the command did its work, 1 when it could
+//! not (store unreachable, every source failed), 2 for usage or configuration
+//! errors.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::app::App;
+use crate::config::{self, Config, ConfigError};
+use crate::telemetry::{self, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "feedwatch",
+    version,
+    about = "News-monitoring daemon: feeds and pages in, matched stories and signed webhooks out"
+)]
+pub struct Cli {
+    /// Config file (default: $FEEDWATCH_CONFIG, else ./config.toml).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon until SIGTERM/SIGINT.
+    Run,
+    /// Poll every source once, deliver due alerts, exit.
+    Once,
+    /// Validate the config and summarise it; exit 2 on error.
+    CheckConfig,
+    /// Dry-run the topics on a story: a text, HTML or feed file, a URL, or - for stdin.
+    Match {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// FILE, URL or - (stdin).
+        #[arg(default_value = "-")]
+        input: String,
+    },
+    /// Inspect and re-drive the webhook outbox.
+    Deliveries {
+        #[command(subcommand)]
+        action: DeliveriesAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeliveriesAction {
+    /// List deliveries, newest first.
+    List {
+        /// Only this status: pending, delivered or dead.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a delivery (by id), or every dead one (--dead), due again now.
+    Retry {
+        id: Option<uuid::Uuid>,
+        #[arg(long, conflicts_with = "id")]
+        dead: bool,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let path = config::resolve_path(cli.config.as_deref());
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => return config_error(&e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(dispatch(cli.command, config, path))
+}
+
+fn config_error(e: &ConfigError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(2)
+}
+
+async fn dispatch(command: Command, config: Config, path: PathBuf) -> ExitCode {
+    match command {
+        Command::CheckConfig => {
+            print!("{}", summarise(&config, &path));
+            ExitCode::SUCCESS
+        }
+        Command::Run => {
+            let app = match App::build(config).await {
+                Ok(app) => app,
+                Err(e) => return failure(&e),
+            };
+            let cancel = CancellationToken::new();
+            tokio::spawn(watch_signals(cancel.clone()));
+            match app.run_daemon(cancel).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => failure(&e),
+            }
+        }
+        Command::Once => {
+            let app = match App::build(config).await {
+                Ok(app) => app,
+                Err(e) => return failure(&e),
+            };
+            match app.run_once().await {
+                Ok(report) if report.all_failed() => {
+                    error!(sources = report.sources, "every source failed");
+                    ExitCode::from(1)
+                }
+                Ok(report) => {
+                    info!(
+                        sources = report.sources,
+                        ok = report.polls_ok,
+                        failed = report.polls_failed,
+                        new = report.stories_new,
+                        updated = report.stories_updated,
+                        duplicates = report.stories_duplicate,
+                        delivered = report.deliveries.delivered,
+                        retrying = report.deliveries.retried,
+                        dead = report.deliveries.dead,
+                        "once: summary"
+                    );
+                    app.store().close().await;
+                    ExitCode::SUCCESS
+                }
+                Err(e) => failure(&e),
+            }
+        }
+        Command::Match { json, input } => crate::dry_run::run_match(&config, &input, json).await,
+        Command::Deliveries { action } => deliveries(config, action).await,
+    }
+}
+
+fn failure(e: &anyhow::Error) -> ExitCode {
+    error!("{e:#}");
+    eprintln!("error: {e:#}");
+    ExitCode::from(1)
+}
+
+async fn watch_signals(cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            error!("cannot install signal handlers; stop feedwatch with SIGKILL");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = int.recv() => info!("SIGINT received"),
+    }
+    cancel.cancel();
+}
+
+async fn deliveries(config: Config, action: DeliveriesAction) -> ExitCode {
+    let store = match crate::store::connect(&config.database.url, 2).await {
+        Ok(s) => s,
+        Err(e) => return failure(&anyhow::Error::new(e)),
+    };
+    let result: anyhow::Result<()> = async {
+        match action {
+            DeliveriesAction::List {
+                status,
+                limit,
+                json,
+            } => {
+                if let Some(s) = status.as_deref()
+                    && !matches!(s, "pending" | "delivered" | "dead")
+                {
+                    anyhow::bail!("--status must be pending, delivered or dead, not {s:?}");
+                }
+                let rows = store.list_deliveries(status.as_deref(), limit).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                } else {
+                    println!(
+                        "{:<36}  {:<16}  {:<12}  {:<9}  {:>3}  {:<20}  last error",
+                        "id", "event", "webhook", "status", "try", "next attempt"
+                    );
+                    for d in rows {
+                        println!(
+                            "{:<36}  {:<16}  {:<12}  {:<9}  {:>3}  {:<20}  {}",
+                            d.id,
+                            d.event,
+                            d.webhook,
+                            d.status,
+                            d.attempts,
+                            d.next_attempt_at.format("%Y-%m-%d %H:%M:%S"),
+                            d.last_error.unwrap_or_default()
+                        );
+                    }
+                }
+            }
+            DeliveriesAction::Retry { id, dead } => {
+                if id.is_none() && !dead {
+                    anyhow::bail!("name a delivery id, or --dead for every dead delivery");
+                }
+                let n = store.retry_deliveries(id, chrono::Utc::now()).await?;
+                println!("{n} deliveries due again");
+            }
+        }
+        Ok(())
+    }
+    .await;
+    store.close().await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(
+                if e.to_string().starts_with("--status") || e.to_string().starts_with("name a") {
+                    2
+                } else {
+                    1
+                },
+            )
+        }
+    }
+}
+
+/// The `check-config` summary.
+pub fn summarise(config: &Config, path: &std::path::Path) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "config {} is valid", path.display());
+    let _ = writeln!(
+        out,
+        "database: {}",
+        config::redact_url(&config.database.url)
+    );
+    let _ = writeln!(out, "sources ({}):", config.sources.len());
+    for s in &config.sources {
+        let _ = writeln!(
+            out,
+            "  {:<20} {:<4} every {:<6} {}{}",
+            s.name(),
+            s.kind.as_str(),
+            humantime::format_duration(config.interval_of(s)).to_string(),
+            s.url,
+            if s.enabled { "" } else { "  (disabled)" }
+        );
+    }
+    let _ = writeln!(out, "topics ({}):", config.topics.len());
+    for t in &config.topics {
+        let _ = writeln!(out, "  {:<20} min_score {}", t.name(), t.min_score);
+    }
+    let _ = writeln!(out, "webhooks ({}):", config.webhooks.len());
+    for w in &config.webhooks {
+        let topics = if w.topics.is_empty() {
+            "all topics".to_string()
+        } else {
+            w.topics.join(", ")
+        };
+        let events: Vec<&str> = w.events.iter().map(|e| e.as_str()).collect();
+        let _ = writeln!(
+            out,
+            "  {:<20} {} [{}] {} ({}), {}",
+            w.name(),
+            w.url,
+            crate::notify::format_name(w.format),
+            topics,
+            events.join(", "),
+            if w.secret.is_empty() {
+                "unsigned"
+            } else {
+                "signed"
+            }
+        );
+    }
+    out
+}

@@ -1,0 +1,698 @@
+//! Typed configuration: the first thing the daemon reads and the contract of
+//! DESIGN §0. Every key has a default, unknown keys are errors, durations are
+//! humantime strings, and `${NAME}` in the string values that commonly carry
+//! secrets or deployment details is replaced from the environment. `validate`
+//! checks what serde cannot (names, URLs, topic queries, cross references) and
+//! names the key — and where it can, the line — at fault.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+use url::Url;
+
+use crate::topics::{self, TopicSpec};
+
+/// Environment variable that overrides `database.url`.
+pub const DATABASE_URL_ENV: &str = "FEEDWATCH_DATABASE_URL";
+/// Environment variable naming the config file when `--config` is absent.
+pub const CONFIG_PATH_ENV: &str = "FEEDWATCH_CONFIG";
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not fit the schema (unknown key, bad type, bad duration).
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// The file parsed but a value is not acceptable.
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub daemon: DaemonConfig,
+    pub http: HttpConfig,
+    pub defaults: SourceDefaults,
+    pub dedup: DedupConfig,
+    pub delivery: DeliveryConfig,
+    pub admin: AdminConfig,
+    pub sources: Vec<SourceConfig>,
+    pub topics: Vec<TopicConfig>,
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub user_agent: String,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub max_body_bytes: u64,
+    pub max_redirects: usize,
+    pub per_host_concurrency: usize,
+    pub global_concurrency: usize,
+    #[serde(with = "humantime_serde")]
+    pub per_host_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceDefaults {
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    pub failing_after: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DedupConfig {
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: String,
+}
+
+/// How a source is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// RSS, Atom or JSON Feed.
+    Feed,
+    /// A listing page whose article links are followed.
+    Html,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Feed => "feed",
+            SourceKind::Html => "html",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub name: Spanned<String>,
+    pub kind: SourceKind,
+    pub url: String,
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub full_text: bool,
+    #[serde(default)]
+    pub links: Option<String>,
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
+    #[serde(default)]
+    pub select: PageSelectConfig,
+}
+
+impl SourceConfig {
+    pub fn name(&self) -> &str {
+        self.name.get_ref()
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PageSelectConfig {
+    pub title: String,
+    pub body: String,
+    pub published: String,
+    pub author: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicConfig {
+    pub name: Spanned<String>,
+    pub query: Spanned<String>,
+    #[serde(default = "default_min_score")]
+    pub min_score: f64,
+}
+
+impl TopicConfig {
+    pub fn name(&self) -> &str {
+        self.name.get_ref()
+    }
+}
+
+/// Body shape of a webhook request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// Standard Webhooks JSON (DESIGN §6).
+    Json,
+    /// Slack incoming-webhook message.
+    Slack,
+    /// Discord webhook message.
+    Discord,
+}
+
+/// Events a webhook may subscribe to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+pub enum EventKind {
+    #[serde(rename = "story.matched")]
+    StoryMatched,
+    #[serde(rename = "source.failing")]
+    SourceFailing,
+    #[serde(rename = "source.recovered")]
+    SourceRecovered,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::StoryMatched => "story.matched",
+            EventKind::SourceFailing => "source.failing",
+            EventKind::SourceRecovered => "source.recovered",
+        }
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub name: Spanned<String>,
+    pub url: String,
+    #[serde(default)]
+    pub secret: String,
+    #[serde(default)]
+    pub topics: Vec<String>,
+    #[serde(default = "default_events")]
+    pub events: Vec<EventKind>,
+    #[serde(default = "default_format")]
+    pub format: WebhookFormat,
+    #[serde(default = "default_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl WebhookConfig {
+    pub fn name(&self) -> &str {
+        self.name.get_ref()
+    }
+
+    /// Whether this webhook wants alerts for `topic`.
+    pub fn wants_topic(&self, topic: &str) -> bool {
+        self.topics.is_empty() || self.topics.iter().any(|t| t == topic)
+    }
+
+    pub fn wants_event(&self, event: EventKind) -> bool {
+        self.events.contains(&event)
+    }
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("name", self.name.get_ref())
+            .field("url", &self.url)
+            .field(
+                "secret",
+                &if self.secret.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("topics", &self.topics)
+            .field("events", &self.events)
+            .field("format", &self.format)
+            .field("max_age", &self.max_age)
+            .finish()
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_min_score() -> f64 {
+    1.0
+}
+fn default_events() -> Vec<EventKind> {
+    vec![EventKind::StoryMatched]
+}
+fn default_format() -> WebhookFormat {
+    WebhookFormat::Json
+}
+fn default_max_age() -> Duration {
+    Duration::from_secs(2 * 86_400)
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://feedwatch.db".into(),
+            max_connections: 8,
+        }
+    }
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The default `User-Agent`: names feedwatch, its version and where to read about it.
+pub fn default_user_agent() -> String {
+    format!(
+        "feedwatch/{} (+{})",
+        env!("CARGO_PKG_VERSION"),
+        env!("CARGO_PKG_REPOSITORY")
+    )
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            user_agent: default_user_agent(),
+            connect_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(30),
+            max_body_bytes: 10 * 1024 * 1024,
+            max_redirects: 5,
+            per_host_concurrency: 2,
+            global_concurrency: 32,
+            per_host_delay: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(6 * 3600),
+        }
+    }
+}
+
+impl Default for SourceDefaults {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(600),
+            failing_after: 5,
+        }
+    }
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(7 * 86_400),
+        }
+    }
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 12,
+            backoff_base: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(6 * 3600),
+            timeout: Duration::from_secs(10),
+            concurrency: 4,
+        }
+    }
+}
+
+/// Where the config file is: `--config`, else `$FEEDWATCH_CONFIG`, else `./config.toml`.
+pub fn resolve_path(cli: Option<&Path>) -> PathBuf {
+    if let Some(path) = cli {
+        return path.to_path_buf();
+    }
+    match std::env::var_os(CONFIG_PATH_ENV) {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from("config.toml"),
+    }
+}
+
+impl Config {
+    /// Reads, parses, expands and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, path, |name| std::env::var(name).ok())
+    }
+
+    /// Parses `text` (named `path` in messages), with `env` looking up variables.
+    pub fn from_toml(
+        text: &str,
+        path: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        config.expand_env(&env).map_err(invalid)?;
+        if let Some(url) = env(DATABASE_URL_ENV).filter(|u| !u.is_empty()) {
+            config.database.url = url;
+        }
+        config.validate(text).map_err(invalid)?;
+        Ok(config)
+    }
+
+    fn expand_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), String> {
+        let expand = |key: &str, value: &mut String| -> Result<(), String> {
+            *value = expand_vars(value, env).map_err(|var| {
+                format!("{key}: environment variable {var} is not set (referenced as ${{{var}}})")
+            })?;
+            Ok(())
+        };
+        expand("database.url", &mut self.database.url)?;
+        expand("http.user_agent", &mut self.http.user_agent)?;
+        expand("admin.listen", &mut self.admin.listen)?;
+        for (i, s) in self.sources.iter_mut().enumerate() {
+            expand(&format!("sources[{i}].url"), &mut s.url)?;
+        }
+        for (i, w) in self.webhooks.iter_mut().enumerate() {
+            expand(&format!("webhooks[{i}].url"), &mut w.url)?;
+            expand(&format!("webhooks[{i}].secret"), &mut w.secret)?;
+        }
+        Ok(())
+    }
+
+    fn validate(&self, text: &str) -> Result<(), String> {
+        let line = |span: std::ops::Range<usize>| line_of(text, span.start);
+        if !(self.database.url.starts_with("sqlite:") || self.database.url.starts_with("postgres"))
+        {
+            return Err(format!(
+                "database.url: {:?} is neither sqlite://PATH nor postgres://…",
+                redact_url(&self.database.url)
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err("database.max_connections: must be at least 1".into());
+        }
+        if self.http.per_host_concurrency == 0 || self.http.global_concurrency == 0 {
+            return Err(
+                "http.per_host_concurrency and http.global_concurrency must be at least 1".into(),
+            );
+        }
+        if self.delivery.concurrency == 0 {
+            return Err("delivery.concurrency: must be at least 1".into());
+        }
+        if self.delivery.max_attempts == 0 {
+            return Err("delivery.max_attempts: must be at least 1".into());
+        }
+        if self.defaults.interval.is_zero() {
+            return Err("defaults.interval: must be longer than 0s".into());
+        }
+
+        let mut names = HashSet::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            let at = format!("sources[{i}] (line {})", line(s.name.span()));
+            check_name(s.name()).map_err(|e| format!("{at}.name: {e}"))?;
+            if !names.insert(s.name()) {
+                return Err(format!("{at}.name: duplicate source name {:?}", s.name()));
+            }
+            let url = Url::parse(&s.url)
+                .map_err(|e| format!("{at}.url: {:?} is not a URL: {e}", s.url))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(format!("{at}.url: {:?} is not http(s)", s.url));
+            }
+            if s.interval.is_some_and(|d| d.is_zero()) {
+                return Err(format!("{at}.interval: must be longer than 0s"));
+            }
+            if s.kind == SourceKind::Html && s.links.as_deref().unwrap_or("").trim().is_empty() {
+                return Err(format!(
+                    "{at}.links: required for kind = \"html\" (a CSS selector of article links)"
+                ));
+            }
+            for css in [
+                s.links.as_deref().unwrap_or(""),
+                &s.select.title,
+                &s.select.body,
+                &s.select.published,
+                &s.select.author,
+            ] {
+                if !css.is_empty() {
+                    scraper::Selector::parse(css)
+                        .map_err(|e| format!("{at}: bad CSS selector {css:?}: {e}"))?;
+                }
+            }
+        }
+
+        let mut topic_names = HashSet::new();
+        for (i, t) in self.topics.iter().enumerate() {
+            let at = format!("topics[{i}] (line {})", line(t.name.span()));
+            check_name(t.name()).map_err(|e| format!("{at}.name: {e}"))?;
+            if !topic_names.insert(t.name()) {
+                return Err(format!("{at}.name: duplicate topic name {:?}", t.name()));
+            }
+            if !t.min_score.is_finite() || t.min_score < 0.0 {
+                return Err(format!("{at}.min_score: must be a number >= 0"));
+            }
+            topics::check_query(t.name(), t.query.get_ref())
+                .map_err(|e| format!("topics[{i}].query (line {}): {e}", line(t.query.span())))?;
+        }
+
+        let mut hook_names = HashSet::new();
+        for (i, w) in self.webhooks.iter().enumerate() {
+            let at = format!("webhooks[{i}] (line {})", line(w.name.span()));
+            check_name(w.name()).map_err(|e| format!("{at}.name: {e}"))?;
+            if !hook_names.insert(w.name()) {
+                return Err(format!("{at}.name: duplicate webhook name {:?}", w.name()));
+            }
+            let url = Url::parse(&w.url)
+                .map_err(|e| format!("{at}.url: {:?} is not a URL: {e}", w.url))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(format!("{at}.url: {:?} is not http(s)", w.url));
+            }
+            for topic in &w.topics {
+                if !topic_names.contains(topic.as_str()) {
+                    return Err(format!("{at}.topics: no topic named {topic:?}"));
+                }
+            }
+            if w.events.is_empty() {
+                return Err(format!("{at}.events: subscribe to at least one event"));
+            }
+            crate::notify::signing::SigningKey::parse(&w.secret)
+                .map_err(|e| format!("{at}.secret: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The topic specs for the matcher.
+    pub fn topic_specs(&self) -> Vec<TopicSpec> {
+        self.topics
+            .iter()
+            .map(|t| TopicSpec {
+                name: t.name().to_string(),
+                query: t.query.get_ref().clone(),
+                min_score: t.min_score,
+            })
+            .collect()
+    }
+
+    /// The polling interval of `source`, falling back to `defaults.interval`.
+    pub fn interval_of(&self, source: &SourceConfig) -> Duration {
+        source.interval.unwrap_or(self.defaults.interval)
+    }
+}
+
+/// Names of sources, topics and webhooks: `[a-z0-9-]+`.
+fn check_name(name: &str) -> Result<(), String> {
+    if !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        Ok(())
+    } else {
+        Err(format!("{name:?} must match [a-z0-9-]+"))
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Replaces `${NAME}` with `env(NAME)`; returns the first missing variable's name.
+fn expand_vars(value: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return Ok(out);
+        };
+        let name = &after[..end];
+        match env(name) {
+            Some(v) => out.push_str(&v),
+            None => return Err(name.to_string()),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A database URL with any password replaced, for logs and messages.
+pub fn redact_url(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("test.toml"), |name| match name {
+            "SECRET" => Some("s3cret".into()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn an_empty_file_gives_every_default() {
+        let c = parse("").unwrap();
+        assert_eq!(c.database.url, "sqlite://feedwatch.db");
+        assert_eq!(c.http.max_body_bytes, 10_485_760);
+        assert_eq!(c.defaults.interval, Duration::from_secs(600));
+        assert_eq!(c.dedup.window, Duration::from_secs(7 * 86400));
+        assert_eq!(c.delivery.max_attempts, 12);
+        assert!(c.http.user_agent.starts_with("feedwatch/"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_line() {
+        let err = parse("[http]\ntimeout = \"5s\"\ntimout = \"5s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("timout"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn bad_durations_name_the_key() {
+        let err = parse("[daemon]\nshutdown_grace = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("shutdown_grace"), "{err}");
+    }
+
+    #[test]
+    fn environment_variables_are_expanded_and_missing_ones_named() {
+        let c = parse(
+            "[[webhooks]]\nname = \"a\"\nurl = \"http://127.0.0.1/x\"\nsecret = \"${SECRET}\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.webhooks[0].secret, "s3cret");
+        let err = parse("[database]\nurl = \"postgres://${NOPE}@h/db\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("NOPE") && err.contains("database.url"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn duplicate_topic_names_are_rejected() {
+        let err = parse(
+            "[[topics]]\nname = \"t\"\nquery = \"a\"\n[[topics]]\nname = \"t\"\nquery = \"b\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("duplicate topic name") && err.contains("line 5"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn html_sources_need_a_link_selector() {
+        let err = parse("[[sources]]\nname = \"x\"\nkind = \"html\"\nurl = \"https://e.org/\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("links"), "{err}");
+    }
+
+    #[test]
+    fn webhooks_may_only_name_configured_topics() {
+        let err = parse(
+            "[[topics]]\nname = \"t\"\nquery = \"a\"\n[[webhooks]]\nname = \"w\"\nurl = \"http://127.0.0.1/\"\ntopics = [\"u\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("no topic named \"u\""), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_config_is_valid() {
+        let text = include_str!("../config.toml");
+        let c = parse(text).unwrap();
+        assert!(c.sources.iter().any(|s| s.name() == "hkfp"));
+        assert!(c.sources.iter().any(|s| s.name() == "asiatimes"));
+        let topics: Vec<_> = c.topics.iter().map(|t| t.name().to_string()).collect();
+        assert_eq!(
+            topics,
+            ["tariffs", "eda-export-controls", "counter-drone-lasers"]
+        );
+    }
+}
