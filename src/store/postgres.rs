@@ -1,0 +1,627 @@
+//! The PostgreSQL store: the production backend, shareable by several daemons.
+//! Sources and deliveries are claimed with `FOR UPDATE SKIP LOCKED` and the
+//! lease committed at once, so no transaction stays open across an HTTP call.
+//! A story's verdict is serialised per canonical URL and per content hash with
+//! transaction-scoped advisory locks, and `canonical_url` / `(event_key,
+//! webhook)` unique constraints make every story and delivery exactly-once even
+//! if that were bypassed. New matches are announced with
+//! `pg_notify('feedwatch_matches', story_id)` on commit.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+use super::{
+    AlertBuilder, Counts, Delivery, DeliveryInfo, DeliveryResult, NearDupCheck, NewStory,
+    OutboxEntry, PollRecord, SaveOutcome, SourceRow, SourceSpec, SourceState, Store, StoreError,
+    StoreResult, StreakChange,
+};
+use crate::topics::TopicMatch;
+
+/// The Postgres backend.
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects and runs migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<PostgresStore> {
+        let connect_err = |source| StoreError::Connect {
+            url: crate::config::redact_url(url),
+            source,
+        };
+        let options = PgConnectOptions::from_str(url).map_err(connect_err)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(connect_err)?;
+        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        Ok(PostgresStore { pool })
+    }
+
+    /// The pool, for tests and `LISTEN`ers.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// The `sources` columns [`source_row`] reads, for `RETURNING` clauses.
+macro_rules! source_columns {
+    () => {
+        "id, name, url, state, etag, last_modified, next_poll_at, \
+         consecutive_failures, last_error, last_status"
+    };
+}
+
+fn source_row(row: &PgRow) -> StoreResult<SourceRow> {
+    Ok(SourceRow {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        url: row.try_get("url")?,
+        state: SourceState::parse(row.try_get::<&str, _>("state")?)?,
+        etag: row.try_get("etag")?,
+        last_modified: row.try_get("last_modified")?,
+        next_poll_at: row.try_get("next_poll_at")?,
+        consecutive_failures: row.try_get("consecutive_failures")?,
+        last_error: row.try_get("last_error")?,
+        last_status: row.try_get("last_status")?,
+    })
+}
+
+fn delivery_row(row: &PgRow) -> StoreResult<Delivery> {
+    Ok(Delivery {
+        id: row.try_get("id")?,
+        event: row.try_get("event")?,
+        webhook: row.try_get("webhook")?,
+        payload: row.try_get("payload")?,
+        attempts: row.try_get("attempts")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+async fn insert_matches(
+    conn: &mut PgConnection,
+    story_id: i64,
+    matches: &[TopicMatch],
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    for m in matches {
+        sqlx::query(
+            "INSERT INTO matches (story_id, topic, score, terms, snippet, matched_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (story_id, topic) DO NOTHING",
+        )
+        .bind(story_id)
+        .bind(&m.topic)
+        .bind(m.score)
+        .bind(&m.terms)
+        .bind(&m.snippet)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn insert_bands(conn: &mut PgConnection, story_id: i64, keys: &[i64]) -> StoreResult<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO story_bands (band_key, story_id) \
+         SELECT DISTINCT k, $2 FROM UNNEST($1::bigint[]) AS k ON CONFLICT DO NOTHING",
+    )
+    .bind(keys)
+    .bind(story_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn insert_outbox(
+    conn: &mut PgConnection,
+    event: &str,
+    event_key: &str,
+    story_id: Option<i64>,
+    source_id: Option<i64>,
+    entries: &[OutboxEntry],
+    now: DateTime<Utc>,
+) -> StoreResult<usize> {
+    let mut queued = 0;
+    for e in entries {
+        let done = sqlx::query(
+            "INSERT INTO deliveries (id, event, event_key, story_id, source_id, webhook, payload, \
+             status, attempts, next_attempt_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $8) \
+             ON CONFLICT (event_key, webhook) DO NOTHING",
+        )
+        .bind(Uuid::new_v4())
+        .bind(event)
+        .bind(event_key)
+        .bind(story_id)
+        .bind(source_id)
+        .bind(&e.webhook)
+        .bind(&e.payload)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        queued += done.rows_affected() as usize;
+    }
+    Ok(queued)
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn sync_sources(&self, specs: &[SourceSpec]) -> StoreResult<Vec<SourceRow>> {
+        let mut tx = self.pool.begin().await?;
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        sqlx::query("UPDATE sources SET state = 'disabled' WHERE NOT (name = ANY($1))")
+            .bind(&names)
+            .execute(&mut *tx)
+            .await?;
+        let mut rows = Vec::with_capacity(specs.len());
+        for s in specs {
+            let state = if s.enabled { "active" } else { "disabled" };
+            let row = sqlx::query(concat!(
+                "INSERT INTO sources (name, kind, url, state) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (name) DO UPDATE SET \
+                   kind = excluded.kind, \
+                   state = CASE \
+                     WHEN excluded.state = 'disabled' THEN 'disabled' \
+                     WHEN sources.state = 'disabled' THEN 'active' \
+                     WHEN sources.state = 'gone' AND sources.url <> excluded.url THEN 'active' \
+                     ELSE sources.state END, \
+                   etag = CASE WHEN sources.url <> excluded.url THEN NULL ELSE sources.etag END, \
+                   last_modified = CASE WHEN sources.url <> excluded.url THEN NULL \
+                     ELSE sources.last_modified END, \
+                   url = excluded.url \
+                 RETURNING ",
+                source_columns!()
+            ))
+            .bind(&s.name)
+            .bind(&s.kind)
+            .bind(&s.url)
+            .bind(state)
+            .fetch_one(&mut *tx)
+            .await?;
+            rows.push(source_row(&row)?);
+        }
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    async fn claim_due_sources(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<SourceRow>> {
+        let rows = sqlx::query(concat!(
+            "UPDATE sources SET lease_owner = $1, lease_until = $3 \
+             WHERE id IN (SELECT id FROM sources \
+               WHERE state IN ('active', 'blocked') \
+                 AND (next_poll_at IS NULL OR next_poll_at <= $2) \
+                 AND (lease_until IS NULL OR lease_until <= $2) \
+               ORDER BY next_poll_at NULLS FIRST LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             RETURNING ",
+            source_columns!()
+        ))
+        .bind(owner)
+        .bind(now)
+        .bind(lease_until)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(source_row).collect()
+    }
+
+    async fn next_poll_due(&self, now: DateTime<Utc>) -> StoreResult<Option<DateTime<Utc>>> {
+        let row = sqlx::query(
+            "SELECT bool_or(next_poll_at IS NULL) AS unscheduled, MIN(next_poll_at) AS next \
+             FROM sources WHERE state IN ('active', 'blocked') \
+               AND (lease_until IS NULL OR lease_until <= $1)",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        if row.try_get::<Option<bool>, _>("unscheduled")? == Some(true) {
+            return Ok(Some(DateTime::<Utc>::MIN_UTC));
+        }
+        Ok(row.try_get("next")?)
+    }
+
+    async fn finish_poll(&self, r: &PollRecord) -> StoreResult<StreakChange> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT consecutive_failures, failing_since FROM sources WHERE id = $1 FOR UPDATE",
+        )
+        .bind(r.source_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let before: i32 = row.try_get("consecutive_failures")?;
+        let since: Option<DateTime<Utc>> = row.try_get("failing_since")?;
+        let change = if r.error.is_none() {
+            sqlx::query(
+                "UPDATE sources SET last_polled_at = $2, last_status = $3, last_error = NULL, \
+                 etag = $4, last_modified = $5, next_poll_at = $6, state = $7, \
+                 consecutive_failures = 0, failing_since = NULL, \
+                 lease_owner = NULL, lease_until = NULL WHERE id = $1",
+            )
+            .bind(r.source_id)
+            .bind(r.polled_at)
+            .bind(r.status)
+            .bind(&r.etag)
+            .bind(&r.last_modified)
+            .bind(r.next_poll_at)
+            .bind(r.state.as_str())
+            .execute(&mut *tx)
+            .await?;
+            StreakChange {
+                before,
+                after: 0,
+                since,
+            }
+        } else {
+            let since = since.unwrap_or_else(|| super::to_micros(r.polled_at));
+            sqlx::query(
+                "UPDATE sources SET last_polled_at = $2, last_status = $3, last_error = $4, \
+                 next_poll_at = $5, state = $6, consecutive_failures = consecutive_failures + 1, \
+                 failing_since = $7, lease_owner = NULL, lease_until = NULL WHERE id = $1",
+            )
+            .bind(r.source_id)
+            .bind(r.polled_at)
+            .bind(r.status)
+            .bind(&r.error)
+            .bind(r.next_poll_at)
+            .bind(r.state.as_str())
+            .bind(since)
+            .execute(&mut *tx)
+            .await?;
+            StreakChange {
+                before,
+                after: before + 1,
+                since: Some(since),
+            }
+        };
+        tx.commit().await?;
+        Ok(change)
+    }
+
+    async fn story_exists(&self, canonical_url: &str) -> StoreResult<bool> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM stories WHERE canonical_url = $1")
+                .bind(canonical_url)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    async fn save_story(
+        &self,
+        story: &NewStory,
+        matches: &[TopicMatch],
+        window_start: DateTime<Utc>,
+        near_dup: NearDupCheck<'_>,
+        alerts: AlertBuilder<'_>,
+    ) -> StoreResult<SaveOutcome> {
+        let now = story.fetched_at;
+        let mut tx = self.pool.begin().await?;
+        // Serialise verdicts on the same identity and on the same content, so that
+        // two daemons racing on one story (or on two URLs of one body) cannot both win.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(&story.canonical_url)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 1))")
+            .bind(&story.content_hash)
+            .execute(&mut *tx)
+            .await?;
+
+        let existing = sqlx::query("SELECT id, content_hash FROM stories WHERE canonical_url = $1")
+            .bind(&story.canonical_url)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = existing {
+            let id: i64 = row.try_get("id")?;
+            let hash: String = row.try_get("content_hash")?;
+            if hash == story.content_hash {
+                tx.commit().await?;
+                return Ok(SaveOutcome::Unchanged { id });
+            }
+            sqlx::query(
+                "UPDATE stories SET url = $2, title = $3, summary = $4, body = $5, author = $6, \
+                 published_at = COALESCE($7, published_at), updated_at = $8, content_hash = $9, \
+                 simhash = $10, fingerprint = $11 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(&story.url)
+            .bind(&story.title)
+            .bind(&story.summary)
+            .bind(&story.body)
+            .bind(&story.author)
+            .bind(story.published_at)
+            .bind(now)
+            .bind(&story.content_hash)
+            .bind(story.simhash)
+            .bind(&story.fingerprint)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM story_bands WHERE story_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            insert_bands(&mut tx, id, &story.band_keys).await?;
+            sqlx::query("DELETE FROM matches WHERE story_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            insert_matches(&mut tx, id, matches, now).await?;
+            tx.commit().await?;
+            return Ok(SaveOutcome::Updated { id });
+        }
+
+        let mut duplicate: Option<(i64, bool)> = sqlx::query_scalar(
+            "SELECT COALESCE(duplicate_of, id) FROM stories WHERE content_hash = $1 \
+             ORDER BY id LIMIT 1",
+        )
+        .bind(&story.content_hash)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|id: i64| (id, false));
+
+        if duplicate.is_none() && !story.band_keys.is_empty() {
+            let candidates = sqlx::query(
+                "SELECT s.id, COALESCE(s.duplicate_of, s.id) AS root, s.fingerprint \
+                 FROM stories s WHERE s.id IN ( \
+                   SELECT DISTINCT story_id FROM story_bands WHERE band_key = ANY($1)) \
+                 AND s.fetched_at >= $2 AND s.fingerprint IS NOT NULL ORDER BY s.id",
+            )
+            .bind(&story.band_keys)
+            .bind(window_start)
+            .fetch_all(&mut *tx)
+            .await?;
+            for c in &candidates {
+                let fp: Vec<u8> = c.try_get("fingerprint")?;
+                if near_dup(&fp) {
+                    duplicate = Some((c.try_get("root")?, true));
+                    break;
+                }
+            }
+        }
+
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO stories (source_id, url, canonical_url, title, summary, body, author, \
+             published_at, fetched_at, updated_at, content_hash, simhash, duplicate_of, fingerprint) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13) \
+             ON CONFLICT (canonical_url) DO NOTHING RETURNING id",
+        )
+        .bind(story.source_id)
+        .bind(&story.url)
+        .bind(&story.canonical_url)
+        .bind(&story.title)
+        .bind(&story.summary)
+        .bind(&story.body)
+        .bind(&story.author)
+        .bind(story.published_at)
+        .bind(now)
+        .bind(&story.content_hash)
+        .bind(story.simhash)
+        .bind(duplicate.map(|d| d.0))
+        .bind(&story.fingerprint)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(id) = inserted else {
+            // Only reachable if something bypassed the advisory lock; the row that won is kept.
+            let id: i64 = sqlx::query_scalar("SELECT id FROM stories WHERE canonical_url = $1")
+                .bind(&story.canonical_url)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            return Ok(SaveOutcome::Unchanged { id });
+        };
+        insert_bands(&mut tx, id, &story.band_keys).await?;
+        insert_matches(&mut tx, id, matches, now).await?;
+        if let Some((of, near)) = duplicate {
+            tx.commit().await?;
+            return Ok(SaveOutcome::Duplicate { id, of, near });
+        }
+        let entries = if matches.is_empty() {
+            Vec::new()
+        } else {
+            alerts(id)
+        };
+        let deliveries = insert_outbox(
+            &mut tx,
+            "story.matched",
+            &format!("story:{id}"),
+            Some(id),
+            None,
+            &entries,
+            now,
+        )
+        .await?;
+        if !matches.is_empty() {
+            sqlx::query("SELECT pg_notify('feedwatch_matches', $1)")
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(SaveOutcome::New { id, deliveries })
+    }
+
+    async fn enqueue_source_event(
+        &self,
+        event: &str,
+        event_key: &str,
+        source_id: i64,
+        entries: &[OutboxEntry],
+        now: DateTime<Utc>,
+    ) -> StoreResult<usize> {
+        let mut tx = self.pool.begin().await?;
+        let n = insert_outbox(
+            &mut tx,
+            event,
+            event_key,
+            None,
+            Some(source_id),
+            entries,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn claim_due_deliveries(
+        &self,
+        webhooks: &[String],
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<Delivery>> {
+        let rows = sqlx::query(
+            "UPDATE deliveries SET next_attempt_at = $3 \
+             WHERE id IN (SELECT id FROM deliveries \
+               WHERE status = 'pending' AND next_attempt_at <= $2 AND webhook = ANY($1) \
+               ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, event, webhook, payload, attempts, created_at",
+        )
+        .bind(webhooks)
+        .bind(now)
+        .bind(lease_until)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(delivery_row).collect()
+    }
+
+    async fn next_delivery_due(&self, webhooks: &[String]) -> StoreResult<Option<DateTime<Utc>>> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM deliveries \
+             WHERE status = 'pending' AND webhook = ANY($1)",
+        )
+        .bind(webhooks)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn record_delivery(
+        &self,
+        id: Uuid,
+        result: &DeliveryResult,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let query = match result {
+            DeliveryResult::Delivered { status_code } => sqlx::query(
+                "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, \
+                 last_status_code = $2, last_error = NULL, delivered_at = $3 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(status_code)
+            .bind(now),
+            DeliveryResult::Retry {
+                status_code,
+                error,
+                next_attempt_at,
+            } => sqlx::query(
+                "UPDATE deliveries SET attempts = attempts + 1, last_status_code = $2, \
+                 last_error = $3, next_attempt_at = $4 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(status_code)
+            .bind(error)
+            .bind(next_attempt_at),
+            DeliveryResult::Dead { status_code, error } => sqlx::query(
+                "UPDATE deliveries SET status = 'dead', attempts = attempts + 1, \
+                 last_status_code = $2, last_error = $3 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(status_code)
+            .bind(error),
+        };
+        query.execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn list_deliveries(
+        &self,
+        status: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<DeliveryInfo>> {
+        let rows = sqlx::query(
+            "SELECT id, event, event_key, webhook, status, attempts, next_attempt_at, \
+             last_status_code, last_error, created_at, delivered_at FROM deliveries \
+             WHERE ($1::text IS NULL OR status = $1) ORDER BY created_at DESC, id LIMIT $2",
+        )
+        .bind(status)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DeliveryInfo {
+                    id: row.try_get("id")?,
+                    event: row.try_get("event")?,
+                    event_key: row.try_get("event_key")?,
+                    webhook: row.try_get("webhook")?,
+                    status: row.try_get("status")?,
+                    attempts: row.try_get("attempts")?,
+                    next_attempt_at: row.try_get("next_attempt_at")?,
+                    last_status_code: row.try_get("last_status_code")?,
+                    last_error: row.try_get("last_error")?,
+                    created_at: row.try_get("created_at")?,
+                    delivered_at: row.try_get("delivered_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn retry_deliveries(&self, id: Option<Uuid>, now: DateTime<Utc>) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = $2, attempts = 0 \
+             WHERE ($1::uuid IS NULL AND status = 'dead') OR (id = $1 AND status <> 'delivered')",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn counts(&self) -> StoreResult<Counts> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM sources) AS sources, \
+                    (SELECT COUNT(*) FROM stories) AS stories, \
+                    (SELECT COUNT(*) FROM matches) AS matches, \
+                    (SELECT COUNT(*) FROM deliveries WHERE status = 'pending') AS pending, \
+                    (SELECT COUNT(*) FROM deliveries WHERE status = 'delivered') AS delivered, \
+                    (SELECT COUNT(*) FROM deliveries WHERE status = 'dead') AS dead",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Counts {
+            sources: row.try_get("sources")?,
+            stories: row.try_get("stories")?,
+            matches: row.try_get("matches")?,
+            deliveries_pending: row.try_get("pending")?,
+            deliveries_delivered: row.try_get("delivered")?,
+            deliveries_dead: row.try_get("dead")?,
+        })
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

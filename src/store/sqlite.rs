@@ -1,0 +1,659 @@
+//! The embedded SQLite store: the default backend, so that `cargo run` works on
+//! a fresh machine. One process owns the file. Timestamps are RFC 3339 UTC text
+//! with microseconds, written only through [`ts`] so they sort as text; writes
+//! take the lock up front (`BEGIN IMMEDIATE`) so two writers never deadlock on
+//! an upgrade; claims are `UPDATE … RETURNING` (SQLite has no `SKIP LOCKED`,
+//! and needs none: a write transaction is exclusive).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+use uuid::Uuid;
+
+use super::{
+    AlertBuilder, Counts, Delivery, DeliveryInfo, DeliveryResult, NearDupCheck, NewStory,
+    OutboxEntry, PollRecord, SaveOutcome, SourceRow, SourceSpec, SourceState, Store, StoreError,
+    StoreResult, StreakChange, terms_json,
+};
+use crate::topics::TopicMatch;
+
+/// SQLite's timestamp text: `2025-06-04T08:30:02.123456Z`.
+pub(crate) fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_ts(column: &'static str, s: &str) -> StoreResult<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| StoreError::Decode {
+            column,
+            value: s.to_string(),
+        })
+}
+
+fn opt_ts(column: &'static str, s: Option<String>) -> StoreResult<Option<DateTime<Utc>>> {
+    s.map(|s| parse_ts(column, &s)).transpose()
+}
+
+/// The SQLite backend.
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file and runs migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<SqliteStore> {
+        let connect_err = |source| StoreError::Connect {
+            url: url.to_string(),
+            source,
+        };
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(connect_err)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .connect_with(options)
+            .await
+            .map_err(connect_err)?;
+        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    async fn begin_immediate(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Sqlite>> {
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        Ok(conn)
+    }
+}
+
+/// Runs `body` inside `BEGIN IMMEDIATE … COMMIT`, rolling back on error.
+macro_rules! immediate_tx {
+    ($self:ident, |$conn:ident| $body:block) => {{
+        let mut guard = $self.begin_immediate().await?;
+        let result: StoreResult<_> = async {
+            let $conn: &mut SqliteConnection = &mut *guard;
+            $body
+        }
+        .await;
+        match result {
+            Ok(v) => {
+                sqlx::query("COMMIT").execute(&mut *guard).await?;
+                Ok(v)
+            }
+            Err(e) => {
+                // The connection goes back to the pool only after a successful rollback.
+                if sqlx::query("ROLLBACK").execute(&mut *guard).await.is_err() {
+                    guard.detach();
+                }
+                Err(e)
+            }
+        }
+    }};
+}
+
+fn source_row(row: &SqliteRow) -> StoreResult<SourceRow> {
+    Ok(SourceRow {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        url: row.try_get("url")?,
+        state: SourceState::parse(row.try_get::<&str, _>("state")?)?,
+        etag: row.try_get("etag")?,
+        last_modified: row.try_get("last_modified")?,
+        next_poll_at: opt_ts("sources.next_poll_at", row.try_get("next_poll_at")?)?,
+        consecutive_failures: row.try_get("consecutive_failures")?,
+        last_error: row.try_get("last_error")?,
+        last_status: row.try_get("last_status")?,
+    })
+}
+
+/// The `sources` columns [`source_row`] reads, for `RETURNING` clauses.
+macro_rules! source_columns {
+    () => {
+        "id, name, url, state, etag, last_modified, next_poll_at, \
+         consecutive_failures, last_error, last_status"
+    };
+}
+
+fn delivery_row(row: &SqliteRow) -> StoreResult<Delivery> {
+    let id: String = row.try_get("id")?;
+    Ok(Delivery {
+        id: Uuid::parse_str(&id).map_err(|_| StoreError::Decode {
+            column: "deliveries.id",
+            value: id.clone(),
+        })?,
+        event: row.try_get("event")?,
+        webhook: row.try_get("webhook")?,
+        payload: row.try_get("payload")?,
+        attempts: row.try_get("attempts")?,
+        created_at: parse_ts("deliveries.created_at", row.try_get("created_at")?)?,
+    })
+}
+
+async fn insert_matches(
+    conn: &mut SqliteConnection,
+    story_id: i64,
+    matches: &[TopicMatch],
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    for m in matches {
+        sqlx::query(
+            "INSERT INTO matches (story_id, topic, score, terms, snippet, matched_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (story_id, topic) DO NOTHING",
+        )
+        .bind(story_id)
+        .bind(&m.topic)
+        .bind(m.score)
+        .bind(terms_json(&m.terms))
+        .bind(&m.snippet)
+        .bind(ts(now))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn insert_bands(conn: &mut SqliteConnection, story_id: i64, keys: &[i64]) -> StoreResult<()> {
+    for key in keys {
+        sqlx::query("INSERT OR IGNORE INTO story_bands (band_key, story_id) VALUES (?1, ?2)")
+            .bind(key)
+            .bind(story_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn insert_outbox(
+    conn: &mut SqliteConnection,
+    event: &str,
+    event_key: &str,
+    story_id: Option<i64>,
+    source_id: Option<i64>,
+    entries: &[OutboxEntry],
+    now: DateTime<Utc>,
+) -> StoreResult<usize> {
+    let mut queued = 0;
+    for e in entries {
+        let done = sqlx::query(
+            "INSERT INTO deliveries (id, event, event_key, story_id, source_id, webhook, payload, \
+             status, attempts, next_attempt_at, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?8) \
+             ON CONFLICT (event_key, webhook) DO NOTHING",
+        )
+        .bind(Uuid::new_v4().hyphenated().to_string())
+        .bind(event)
+        .bind(event_key)
+        .bind(story_id)
+        .bind(source_id)
+        .bind(&e.webhook)
+        .bind(&e.payload)
+        .bind(ts(now))
+        .execute(&mut *conn)
+        .await?;
+        queued += done.rows_affected() as usize;
+    }
+    Ok(queued)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn sync_sources(&self, specs: &[SourceSpec]) -> StoreResult<Vec<SourceRow>> {
+        immediate_tx!(self, |conn| {
+            let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+            sqlx::query(
+                "UPDATE sources SET state = 'disabled' \
+                 WHERE name NOT IN (SELECT value FROM json_each(?1))",
+            )
+            .bind(serde_json::to_string(&names).unwrap_or_else(|_| "[]".into()))
+            .execute(&mut *conn)
+            .await?;
+            let mut rows = Vec::with_capacity(specs.len());
+            for s in specs {
+                let state = if s.enabled { "active" } else { "disabled" };
+                let row = sqlx::query(concat!(
+                    "INSERT INTO sources (name, kind, url, state) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (name) DO UPDATE SET \
+                       kind = excluded.kind, \
+                       state = CASE \
+                         WHEN excluded.state = 'disabled' THEN 'disabled' \
+                         WHEN sources.state = 'disabled' THEN 'active' \
+                         WHEN sources.state = 'gone' AND sources.url <> excluded.url THEN 'active' \
+                         ELSE sources.state END, \
+                       etag = CASE WHEN sources.url <> excluded.url THEN NULL ELSE sources.etag END, \
+                       last_modified = CASE WHEN sources.url <> excluded.url THEN NULL \
+                         ELSE sources.last_modified END, \
+                       url = excluded.url \
+                     RETURNING ",
+                    source_columns!()
+                ))
+                .bind(&s.name)
+                .bind(&s.kind)
+                .bind(&s.url)
+                .bind(state)
+                .fetch_one(&mut *conn)
+                .await?;
+                rows.push(source_row(&row)?);
+            }
+            Ok(rows)
+        })
+    }
+
+    async fn claim_due_sources(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<SourceRow>> {
+        immediate_tx!(self, |conn| {
+            let rows = sqlx::query(concat!(
+                "UPDATE sources SET lease_owner = ?1, lease_until = ?3 \
+                 WHERE id IN (SELECT id FROM sources \
+                   WHERE state IN ('active', 'blocked') \
+                     AND (next_poll_at IS NULL OR next_poll_at <= ?2) \
+                     AND (lease_until IS NULL OR lease_until <= ?2) \
+                   ORDER BY next_poll_at IS NOT NULL, next_poll_at LIMIT ?4) \
+                 RETURNING ",
+                source_columns!()
+            ))
+            .bind(owner)
+            .bind(ts(now))
+            .bind(ts(lease_until))
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await?;
+            rows.iter().map(source_row).collect()
+        })
+    }
+
+    async fn next_poll_due(&self, now: DateTime<Utc>) -> StoreResult<Option<DateTime<Utc>>> {
+        let next: Option<String> = sqlx::query_scalar(
+            "SELECT MIN(COALESCE(next_poll_at, '0000')) FROM sources \
+             WHERE state IN ('active', 'blocked') AND (lease_until IS NULL OR lease_until <= ?1)",
+        )
+        .bind(ts(now))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(match next {
+            Some(s) if s == "0000" => Some(DateTime::<Utc>::MIN_UTC),
+            other => opt_ts("sources.next_poll_at", other)?,
+        })
+    }
+
+    async fn finish_poll(&self, r: &PollRecord) -> StoreResult<StreakChange> {
+        immediate_tx!(self, |conn| {
+            let row = sqlx::query(
+                "SELECT consecutive_failures, failing_since FROM sources WHERE id = ?1",
+            )
+            .bind(r.source_id)
+            .fetch_one(&mut *conn)
+            .await?;
+            let before: i32 = row.try_get("consecutive_failures")?;
+            let since = opt_ts("sources.failing_since", row.try_get("failing_since")?)?;
+            if r.error.is_none() {
+                sqlx::query(
+                    "UPDATE sources SET last_polled_at = ?2, last_status = ?3, last_error = NULL, \
+                     etag = ?4, last_modified = ?5, next_poll_at = ?6, state = ?7, \
+                     consecutive_failures = 0, failing_since = NULL, \
+                     lease_owner = NULL, lease_until = NULL WHERE id = ?1",
+                )
+                .bind(r.source_id)
+                .bind(ts(r.polled_at))
+                .bind(r.status)
+                .bind(&r.etag)
+                .bind(&r.last_modified)
+                .bind(ts(r.next_poll_at))
+                .bind(r.state.as_str())
+                .execute(&mut *conn)
+                .await?;
+                Ok(StreakChange {
+                    before,
+                    after: 0,
+                    since,
+                })
+            } else {
+                let since = since.unwrap_or_else(|| super::to_micros(r.polled_at));
+                sqlx::query(
+                    "UPDATE sources SET last_polled_at = ?2, last_status = ?3, last_error = ?4, \
+                     next_poll_at = ?5, state = ?6, consecutive_failures = consecutive_failures + 1, \
+                     failing_since = ?7, lease_owner = NULL, lease_until = NULL WHERE id = ?1",
+                )
+                .bind(r.source_id)
+                .bind(ts(r.polled_at))
+                .bind(r.status)
+                .bind(&r.error)
+                .bind(ts(r.next_poll_at))
+                .bind(r.state.as_str())
+                .bind(ts(since))
+                .execute(&mut *conn)
+                .await?;
+                Ok(StreakChange {
+                    before,
+                    after: before + 1,
+                    since: Some(since),
+                })
+            }
+        })
+    }
+
+    async fn story_exists(&self, canonical_url: &str) -> StoreResult<bool> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM stories WHERE canonical_url = ?1")
+                .bind(canonical_url)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    async fn save_story(
+        &self,
+        story: &NewStory,
+        matches: &[TopicMatch],
+        window_start: DateTime<Utc>,
+        near_dup: NearDupCheck<'_>,
+        alerts: AlertBuilder<'_>,
+    ) -> StoreResult<SaveOutcome> {
+        let now = story.fetched_at;
+        immediate_tx!(self, |conn| {
+            // Identity: the canonical URL (unique).
+            let existing =
+                sqlx::query("SELECT id, content_hash FROM stories WHERE canonical_url = ?1")
+                    .bind(&story.canonical_url)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            if let Some(row) = existing {
+                let id: i64 = row.try_get("id")?;
+                let hash: String = row.try_get("content_hash")?;
+                if hash == story.content_hash {
+                    return Ok(SaveOutcome::Unchanged { id });
+                }
+                sqlx::query(
+                    "UPDATE stories SET url = ?2, title = ?3, summary = ?4, body = ?5, author = ?6, \
+                     published_at = COALESCE(?7, published_at), updated_at = ?8, content_hash = ?9, \
+                     simhash = ?10, fingerprint = ?11 WHERE id = ?1",
+                )
+                .bind(id)
+                .bind(&story.url)
+                .bind(&story.title)
+                .bind(&story.summary)
+                .bind(&story.body)
+                .bind(&story.author)
+                .bind(story.published_at.map(ts))
+                .bind(ts(now))
+                .bind(&story.content_hash)
+                .bind(story.simhash)
+                .bind(&story.fingerprint)
+                .execute(&mut *conn)
+                .await?;
+                sqlx::query("DELETE FROM story_bands WHERE story_id = ?1")
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
+                insert_bands(conn, id, &story.band_keys).await?;
+                sqlx::query("DELETE FROM matches WHERE story_id = ?1")
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
+                insert_matches(conn, id, matches, now).await?;
+                return Ok(SaveOutcome::Updated { id });
+            }
+
+            // Exact duplicate: the same normalised body under another URL.
+            let mut duplicate: Option<(i64, bool)> = sqlx::query_scalar(
+                "SELECT COALESCE(duplicate_of, id) FROM stories WHERE content_hash = ?1 \
+                 ORDER BY id LIMIT 1",
+            )
+            .bind(&story.content_hash)
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|id: i64| (id, false));
+
+            // Near duplicate: a recent story sharing a band key whose fingerprint is close.
+            if duplicate.is_none() && !story.band_keys.is_empty() {
+                let candidates = sqlx::query(
+                    "SELECT s.id, COALESCE(s.duplicate_of, s.id) AS root, s.fingerprint \
+                     FROM stories s WHERE s.id IN ( \
+                       SELECT DISTINCT story_id FROM story_bands \
+                       WHERE band_key IN (SELECT value FROM json_each(?1))) \
+                     AND s.fetched_at >= ?2 AND s.fingerprint IS NOT NULL ORDER BY s.id",
+                )
+                .bind(serde_json::to_string(&story.band_keys).unwrap_or_else(|_| "[]".into()))
+                .bind(ts(window_start))
+                .fetch_all(&mut *conn)
+                .await?;
+                for c in &candidates {
+                    let fp: Vec<u8> = c.try_get("fingerprint")?;
+                    if near_dup(&fp) {
+                        duplicate = Some((c.try_get("root")?, true));
+                        break;
+                    }
+                }
+            }
+
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO stories (source_id, url, canonical_url, title, summary, body, author, \
+                 published_at, fetched_at, updated_at, content_hash, simhash, duplicate_of, fingerprint) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13) RETURNING id",
+            )
+            .bind(story.source_id)
+            .bind(&story.url)
+            .bind(&story.canonical_url)
+            .bind(&story.title)
+            .bind(&story.summary)
+            .bind(&story.body)
+            .bind(&story.author)
+            .bind(story.published_at.map(ts))
+            .bind(ts(now))
+            .bind(&story.content_hash)
+            .bind(story.simhash)
+            .bind(duplicate.map(|d| d.0))
+            .bind(&story.fingerprint)
+            .fetch_one(&mut *conn)
+            .await?;
+            insert_bands(conn, id, &story.band_keys).await?;
+            insert_matches(conn, id, matches, now).await?;
+            if let Some((of, near)) = duplicate {
+                return Ok(SaveOutcome::Duplicate { id, of, near });
+            }
+            let entries = if matches.is_empty() {
+                Vec::new()
+            } else {
+                alerts(id)
+            };
+            let deliveries = insert_outbox(
+                conn,
+                "story.matched",
+                &format!("story:{id}"),
+                Some(id),
+                None,
+                &entries,
+                now,
+            )
+            .await?;
+            Ok(SaveOutcome::New { id, deliveries })
+        })
+    }
+
+    async fn enqueue_source_event(
+        &self,
+        event: &str,
+        event_key: &str,
+        source_id: i64,
+        entries: &[OutboxEntry],
+        now: DateTime<Utc>,
+    ) -> StoreResult<usize> {
+        immediate_tx!(self, |conn| {
+            insert_outbox(conn, event, event_key, None, Some(source_id), entries, now).await
+        })
+    }
+
+    async fn claim_due_deliveries(
+        &self,
+        webhooks: &[String],
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<Delivery>> {
+        immediate_tx!(self, |conn| {
+            let rows = sqlx::query(
+                "UPDATE deliveries SET next_attempt_at = ?3 \
+                 WHERE id IN (SELECT id FROM deliveries \
+                   WHERE status = 'pending' AND next_attempt_at <= ?2 \
+                     AND webhook IN (SELECT value FROM json_each(?1)) \
+                   ORDER BY next_attempt_at LIMIT ?4) \
+                 RETURNING id, event, webhook, payload, attempts, created_at",
+            )
+            .bind(serde_json::to_string(webhooks).unwrap_or_else(|_| "[]".into()))
+            .bind(ts(now))
+            .bind(ts(lease_until))
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await?;
+            rows.iter().map(delivery_row).collect()
+        })
+    }
+
+    async fn next_delivery_due(&self, webhooks: &[String]) -> StoreResult<Option<DateTime<Utc>>> {
+        let next: Option<String> = sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending' \
+             AND webhook IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(serde_json::to_string(webhooks).unwrap_or_else(|_| "[]".into()))
+        .fetch_one(&self.pool)
+        .await?;
+        opt_ts("deliveries.next_attempt_at", next)
+    }
+
+    async fn record_delivery(
+        &self,
+        id: Uuid,
+        result: &DeliveryResult,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let id = id.hyphenated().to_string();
+        let query = match result {
+            DeliveryResult::Delivered { status_code } => sqlx::query(
+                "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, \
+                 last_status_code = ?2, last_error = NULL, delivered_at = ?3 WHERE id = ?1",
+            )
+            .bind(id)
+            .bind(status_code)
+            .bind(ts(now)),
+            DeliveryResult::Retry {
+                status_code,
+                error,
+                next_attempt_at,
+            } => sqlx::query(
+                "UPDATE deliveries SET attempts = attempts + 1, last_status_code = ?2, \
+                 last_error = ?3, next_attempt_at = ?4 WHERE id = ?1",
+            )
+            .bind(id)
+            .bind(status_code)
+            .bind(error)
+            .bind(ts(*next_attempt_at)),
+            DeliveryResult::Dead { status_code, error } => sqlx::query(
+                "UPDATE deliveries SET status = 'dead', attempts = attempts + 1, \
+                 last_status_code = ?2, last_error = ?3 WHERE id = ?1",
+            )
+            .bind(id)
+            .bind(status_code)
+            .bind(error),
+        };
+        query.execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn list_deliveries(
+        &self,
+        status: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<DeliveryInfo>> {
+        let rows = sqlx::query(
+            "SELECT id, event, event_key, webhook, status, attempts, next_attempt_at, \
+             last_status_code, last_error, created_at, delivered_at FROM deliveries \
+             WHERE (?1 IS NULL OR status = ?1) ORDER BY created_at DESC, id LIMIT ?2",
+        )
+        .bind(status)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let d = delivery_row_info(row)?;
+                Ok(d)
+            })
+            .collect()
+    }
+
+    async fn retry_deliveries(&self, id: Option<Uuid>, now: DateTime<Utc>) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = ?2, attempts = 0 \
+             WHERE (?1 IS NULL AND status = 'dead') OR (id = ?1 AND status <> 'delivered')",
+        )
+        .bind(id.map(|u| u.hyphenated().to_string()))
+        .bind(ts(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn counts(&self) -> StoreResult<Counts> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM sources) AS sources, \
+                    (SELECT COUNT(*) FROM stories) AS stories, \
+                    (SELECT COUNT(*) FROM matches) AS matches, \
+                    (SELECT COUNT(*) FROM deliveries WHERE status = 'pending') AS pending, \
+                    (SELECT COUNT(*) FROM deliveries WHERE status = 'delivered') AS delivered, \
+                    (SELECT COUNT(*) FROM deliveries WHERE status = 'dead') AS dead",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Counts {
+            sources: row.try_get("sources")?,
+            stories: row.try_get("stories")?,
+            matches: row.try_get("matches")?,
+            deliveries_pending: row.try_get("pending")?,
+            deliveries_delivered: row.try_get("delivered")?,
+            deliveries_dead: row.try_get("dead")?,
+        })
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn delivery_row_info(row: &SqliteRow) -> StoreResult<DeliveryInfo> {
+    let id: String = row.try_get("id")?;
+    Ok(DeliveryInfo {
+        id: Uuid::parse_str(&id).map_err(|_| StoreError::Decode {
+            column: "deliveries.id",
+            value: id.clone(),
+        })?,
+        event: row.try_get("event")?,
+        event_key: row.try_get("event_key")?,
+        webhook: row.try_get("webhook")?,
+        status: row.try_get("status")?,
+        attempts: row.try_get("attempts")?,
+        next_attempt_at: parse_ts(
+            "deliveries.next_attempt_at",
+            row.try_get("next_attempt_at")?,
+        )?,
+        last_status_code: row.try_get("last_status_code")?,
+        last_error: row.try_get("last_error")?,
+        created_at: parse_ts("deliveries.created_at", row.try_get("created_at")?)?,
+        delivered_at: opt_ts("deliveries.delivered_at", row.try_get("delivered_at")?)?,
+    })
+}
