@@ -1,0 +1,327 @@
+//! The fetcher: the pipeline's first stage after the scheduler. It turns a URL
+//! (and the validators of the previous poll) into bytes, politely and
+//! defensively (DESIGN §2): one shared HTTP client, conditional GET, a global and
+//! a per-host concurrency limit, a minimum gap between requests to one host, a
+//! host-wide pause when a server says `Retry-After`, redirect rules (at most
+//! `max_redirects`, never from https down to http or to another scheme), connect
+//! and total timeouts, and a body cap enforced on the decompressed stream.
+
+pub mod policy;
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use reqwest::StatusCode;
+use reqwest::header::{self, HeaderMap};
+use tokio::sync::Semaphore;
+use url::Url;
+
+use crate::config::HttpConfig;
+pub use policy::parse_retry_after;
+
+/// Installs the process-wide TLS crypto provider (ring) once. reqwest is built
+/// without a provider of its own, so exactly one provider is compiled in and
+/// the first TLS handshake cannot panic over an ambiguous choice.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Why a fetch produced no usable body.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FetchError {
+    /// The server answered with a non-success status.
+    #[error("HTTP {status}{}", retry_after.map(|d| format!(" (Retry-After {}s)", d.as_secs())).unwrap_or_default())]
+    Status {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    /// The (decompressed) body was larger than `http.max_body_bytes`.
+    #[error("response body exceeds the {limit}-byte limit (http.max_body_bytes)")]
+    TooLarge { limit: u64 },
+    /// Connecting took longer than `http.connect_timeout`, or the whole request longer than `http.timeout`.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The connection could not be made or broke off.
+    #[error("connection failed: {0}")]
+    Connect(String),
+    /// A redirect was refused (too many, a loop, or a downgrade to another scheme).
+    #[error("redirect refused: {0}")]
+    Redirect(String),
+    /// Another server on this host asked us to wait (Retry-After), so no request was made.
+    #[error("host {host} asked to wait until {until} (Retry-After)")]
+    HostPaused { host: String, until: DateTime<Utc> },
+    /// The URL cannot be fetched (not http/https, no host).
+    #[error("bad URL {0}")]
+    BadUrl(String),
+    /// Any other transport failure.
+    #[error("request failed: {0}")]
+    Other(String),
+}
+
+impl FetchError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            FetchError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// How long the server asked us to wait, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            FetchError::Status { retry_after, .. } => *retry_after,
+            FetchError::HostPaused { until, .. } => (*until - Utc::now()).to_std().ok(),
+            _ => None,
+        }
+    }
+
+    fn from_reqwest(e: reqwest::Error) -> FetchError {
+        let text = error_chain(&e);
+        if e.is_redirect() {
+            FetchError::Redirect(text)
+        } else if e.is_timeout() {
+            FetchError::Timeout(text)
+        } else if e.is_connect() {
+            FetchError::Connect(text)
+        } else if e.is_body() || e.is_decode() {
+            FetchError::Connect(format!("body broke off: {text}"))
+        } else {
+            FetchError::Other(text)
+        }
+    }
+}
+
+/// An error and its causes on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Validators of the previous successful fetch, for a conditional GET.
+#[derive(Debug, Clone, Default)]
+pub struct Validators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+/// A successful response.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub status: u16,
+    /// Where the body came from after redirects.
+    pub final_url: Url,
+    pub content_type: Option<String>,
+    pub validators: Validators,
+    pub body: Bytes,
+}
+
+/// The result of a fetch that did not fail.
+#[derive(Debug, Clone)]
+pub enum FetchOutcome {
+    /// 304: nothing changed since the validators were issued.
+    NotModified,
+    Fetched(Fetched),
+}
+
+/// The shared HTTP client with its politeness state. Build once per daemon.
+pub struct Fetcher {
+    client: reqwest::Client,
+    max_body_bytes: u64,
+    global: Arc<Semaphore>,
+    per_host_concurrency: usize,
+    hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
+    pacing: Option<DefaultKeyedRateLimiter<String>>,
+    paused: Mutex<HashMap<String, DateTime<Utc>>>,
+}
+
+impl Fetcher {
+    pub fn new(config: &HttpConfig) -> Result<Fetcher, FetchError> {
+        install_crypto_provider();
+        let max_redirects = config.max_redirects;
+        let redirect = reqwest::redirect::Policy::custom(move |attempt| {
+            let next = attempt.url().clone();
+            let Some(previous) = attempt.previous().last().cloned() else {
+                return attempt.follow();
+            };
+            if attempt.previous().len() > max_redirects {
+                return attempt.error(format!("more than {max_redirects} redirects"));
+            }
+            if attempt.previous().contains(&next) {
+                return attempt.error(format!("redirect loop at {next}"));
+            }
+            match (previous.scheme(), next.scheme()) {
+                (_, "https") | ("http", "http") => attempt.follow(),
+                (from, to) => attempt.error(format!("{from} to {to} redirect to {next}")),
+            }
+        });
+        let client = reqwest::Client::builder()
+            .user_agent(config.user_agent.clone())
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.timeout)
+            .redirect(redirect)
+            .gzip(true)
+            .brotli(true)
+            .deflate(true)
+            .build()
+            .map_err(|e| FetchError::Other(format!("cannot build HTTP client: {e}")))?;
+        let pacing = pacing_quota(config.per_host_delay).map(RateLimiter::keyed);
+        Ok(Fetcher {
+            client,
+            max_body_bytes: config.max_body_bytes,
+            global: Arc::new(Semaphore::new(config.global_concurrency)),
+            per_host_concurrency: config.per_host_concurrency,
+            hosts: Mutex::new(HashMap::new()),
+            pacing,
+            paused: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn host_slot(&self, host: &str) -> Arc<Semaphore> {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        hosts
+            .entry(host.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_host_concurrency)))
+            .clone()
+    }
+
+    fn paused_until(&self, host: &str) -> Option<DateTime<Utc>> {
+        let mut paused = self.paused.lock().unwrap_or_else(|p| p.into_inner());
+        match paused.get(host) {
+            Some(until) if *until > Utc::now() => Some(*until),
+            Some(_) => {
+                paused.remove(host);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn pause_host(&self, host: &str, wait: Duration) {
+        let until = Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+        let mut paused = self.paused.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = paused.entry(host.to_string()).or_insert(until);
+        if *entry < until {
+            *entry = until;
+        }
+    }
+
+    /// GETs `url`, conditionally when `validators` are given.
+    pub async fn get(
+        &self,
+        url: &Url,
+        validators: &Validators,
+    ) -> Result<FetchOutcome, FetchError> {
+        let host = host_key(url)?;
+        if let Some(until) = self.paused_until(&host) {
+            return Err(FetchError::HostPaused { host, until });
+        }
+        let host_slot = self.host_slot(&host);
+        let _host_permit = host_slot
+            .acquire_owned()
+            .await
+            .map_err(|_| FetchError::Other("fetcher closed".into()))?;
+        let _global_permit = self
+            .global
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| FetchError::Other("fetcher closed".into()))?;
+        if let Some(pacing) = &self.pacing {
+            pacing.until_key_ready(&host).await;
+        }
+
+        let mut request = self.client.get(url.clone());
+        if let Some(etag) = &validators.etag {
+            request = request.header(header::IF_NONE_MATCH, etag);
+        }
+        if let Some(lm) = &validators.last_modified {
+            request = request.header(header::IF_MODIFIED_SINCE, lm);
+        }
+        let mut response = request.send().await.map_err(FetchError::from_reqwest)?;
+        let status = response.status();
+        if status == StatusCode::NOT_MODIFIED {
+            return Ok(FetchOutcome::NotModified);
+        }
+        if !status.is_success() {
+            let retry_after = parse_retry_after(response.headers(), Utc::now());
+            if matches!(status.as_u16(), 429 | 503)
+                && let Some(wait) = retry_after
+            {
+                self.pause_host(&host, wait);
+            }
+            return Err(FetchError::Status {
+                status: status.as_u16(),
+                retry_after,
+            });
+        }
+        if let Some(len) = response.content_length()
+            && len > self.max_body_bytes
+            && response.headers().get(header::CONTENT_ENCODING).is_none()
+        {
+            return Err(FetchError::TooLarge {
+                limit: self.max_body_bytes,
+            });
+        }
+        let final_url = response.url().clone();
+        let headers = response.headers().clone();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(FetchError::from_reqwest)? {
+            if (body.len() + chunk.len()) as u64 > self.max_body_bytes {
+                return Err(FetchError::TooLarge {
+                    limit: self.max_body_bytes,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(FetchOutcome::Fetched(Fetched {
+            status: status.as_u16(),
+            final_url,
+            content_type: header_string(&headers, header::CONTENT_TYPE),
+            validators: Validators {
+                etag: header_string(&headers, header::ETAG),
+                last_modified: header_string(&headers, header::LAST_MODIFIED),
+            },
+            body: Bytes::from(body),
+        }))
+    }
+}
+
+fn pacing_quota(delay: Duration) -> Option<Quota> {
+    Quota::with_period(delay).map(|q| q.allow_burst(NonZeroU32::MIN))
+}
+
+/// The politeness key of a URL: its host and port.
+pub fn host_key(url: &Url) -> Result<String, FetchError> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(FetchError::BadUrl(format!("{url}: not http(s)")));
+    }
+    let host = url
+        .host_str()
+        .ok_or_else(|| FetchError::BadUrl(format!("{url}: no host")))?;
+    Ok(match url.port_or_known_default() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    })
+}
+
+fn header_string(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
