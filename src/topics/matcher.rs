@@ -1,0 +1,1856 @@
+//! The compiled topic set: every topic's query compiled together once, then run over each
+//! story in a single pass, however many topics there are.
+//!
+//! Place in the pipeline: after dedup, the matcher stage calls [`TopicSet::match_story`] for
+//! every new or updated story and hands the [`TopicMatch`]es to the store (and so to the
+//! outbox). It is pure and synchronous; the set is `Send + Sync` and meant to be shared
+//! through an `Arc` and rebuilt only when the configuration changes.
+//!
+//! How a story is matched:
+//! 1. Title and body are tokenised once ([`crate::topics::tokenize`]). Each word is walked down
+//!    one byte trie holding every exact word and every prefix term (`tariff*`) of every query;
+//!    the walk stops at the first byte no query word continues with, so most words cost a
+//!    couple of steps. Each word or prefix found records a *hit* `(key, position)`. Phrases
+//!    are keys too: where a phrase's first word hit, the following tokens are checked, and a
+//!    phrase that is there records a hit of its own.
+//! 2. At compile time every topic was reduced to *required groups*: sets of keys of which at
+//!    least one must hit for the query to hold (one group per AND operand, one per OR as the
+//!    union of its branches). Walking the posting lists of the keys that hit counts satisfied
+//!    groups per topic; only topics with every group satisfied are evaluated. A topic none of
+//!    whose positive terms occur costs nothing. The subtree under each NOT gets groups of its
+//!    own, so an exclusion none of whose terms occur is skipped without being evaluated.
+//! 3. A candidate's query tree is evaluated over the hit lists, first in a cheap pass that
+//!    stops at the first OR branch that holds, then (if it holds) collecting every hit,
+//!    `NEAR/N` by a windowed sweep over sorted positions. The hits inside the clauses that
+//!    hold give the score (title hits count double), the terms and the snippet.
+//!
+//! Per-story working memory lives in a thread-local scratch area, so steady-state matching
+//! allocates only the returned matches.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+
+use crate::topics::query::{self, Field, Query, QueryError, Term};
+use crate::topics::tokenize::for_each_word;
+
+/// One configured topic: its name, its query (DESIGN §4) and the score a story needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicSpec {
+    /// Topic name, `[a-z0-9-]+` (validated by the configuration, not here).
+    pub name: String,
+    /// Query in the topic query language.
+    pub query: String,
+    /// Smallest score that counts as a match (NaN never matches).
+    pub min_score: f64,
+}
+
+/// A story matching one topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicMatch {
+    /// Name of the topic.
+    pub topic: String,
+    /// Term hits inside the clauses that hold; title hits count 2, body hits 1.
+    pub score: f64,
+    /// Distinct words and phrases that hit, lowercased as they appear in the story, in order
+    /// of first appearance (title first).
+    pub terms: Vec<String>,
+    /// About 20 words either side of the first hit (in the body if the body has a hit,
+    /// otherwise in the title), with every hit in it marked `«like this»`.
+    pub snippet: String,
+}
+
+/// Words of context either side of the first hit in a snippet.
+const SNIPPET_WORDS: u32 = 20;
+
+/// Marks an absent key or token field.
+const NONE: u32 = u32::MAX;
+
+/// Identifies one exact word or one prefix across the whole set.
+type Key = u32;
+
+/// All topics compiled together. Build once with [`TopicSet::compile`], share via `Arc`.
+pub struct TopicSet {
+    /// Every exact word and prefix term of every query → key.
+    lexicon: Lexicon,
+    /// Number of keys handed out (words and prefixes share one key space).
+    key_count: usize,
+    /// Words covered by a hit of each key: 1 for words and prefixes, the length for phrases.
+    key_spans: Vec<u32>,
+    /// Phrases of two or more words.
+    phrases: Vec<Phrase>,
+    /// `anchored[anchor_offsets[k]..anchor_offsets[k + 1]]`: the phrases whose first word is key `k`.
+    anchor_offsets: Vec<u32>,
+    anchored: Vec<Anchored>,
+    /// While compiling: phrase (word keys, last is a prefix) → its key.
+    phrase_keys: HashMap<(Box<[Key]>, bool), Key>,
+    /// Longest phrase, in words; bounds the NEAR sweep.
+    max_span: u32,
+    /// Query trees of all topics.
+    nodes: Vec<Node>,
+    /// Child lists of `And`/`Or` nodes, indexed by their ranges.
+    children: Vec<u32>,
+    /// Beside `children`: the key of a child that is a plain word or prefix without field
+    /// scope, else `NONE`. OR nodes list such children first and test them without recursing.
+    child_keys: Vec<Key>,
+    topics: Vec<CompiledTopic>,
+    /// `postings[post_offsets[k]..post_offsets[k + 1]]`: the (gate, group) pairs key `k` satisfies.
+    post_offsets: Vec<u32>,
+    postings: Vec<(u32, u32)>,
+    /// Number of required groups of each gate. A gate is a subtree that cannot hold unless
+    /// all its groups are satisfied: gate `t < topics.len()` is topic `t`'s whole query, the
+    /// others are the subtrees under NOTs.
+    gate_groups: Vec<u32>,
+    /// Number of required groups over all gates.
+    group_count: usize,
+}
+
+struct CompiledTopic {
+    name: String,
+    min_score: f64,
+    root: u32,
+}
+
+/// A phrase listed under its first word, with its second word at hand to reject most
+/// candidates without looking at the phrase itself.
+#[derive(Debug, Clone, Copy)]
+struct Anchored {
+    second: Key,
+    /// `second` is a prefix key (two-word phrase ending in `*`).
+    second_is_prefix: bool,
+    phrase: u32,
+}
+
+struct Phrase {
+    /// One key per word.
+    keys: Box<[Key]>,
+    /// The last key is a prefix key.
+    prefix_last: bool,
+    /// The phrase's own key.
+    key: Key,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    Any,
+    Title,
+    Body,
+}
+
+enum Node {
+    /// A word, prefix or phrase.
+    Key {
+        key: Key,
+        scope: Scope,
+    },
+    And(Range<u32>),
+    /// `children[range.start..simple]` are plain keys (see `TopicSet::child_keys`).
+    Or {
+        children: Range<u32>,
+        simple: u32,
+    },
+    /// `gate` is `NONE` when the subtree could hold without any term.
+    Not {
+        inner: u32,
+        gate: u32,
+    },
+    Near {
+        left: u32,
+        right: u32,
+        distance: u32,
+    },
+}
+
+impl TopicSet {
+    /// Parses and compiles every topic; the first bad query is returned as the error.
+    pub fn compile(specs: &[TopicSpec]) -> Result<TopicSet, QueryError> {
+        let mut set = TopicSet {
+            lexicon: Lexicon::new(),
+            key_count: 0,
+            key_spans: Vec::new(),
+            phrases: Vec::new(),
+            anchor_offsets: Vec::new(),
+            anchored: Vec::new(),
+            phrase_keys: HashMap::new(),
+            max_span: 1,
+            nodes: Vec::new(),
+            children: Vec::new(),
+            child_keys: Vec::new(),
+            topics: Vec::new(),
+            post_offsets: Vec::new(),
+            postings: Vec::new(),
+            gate_groups: Vec::new(),
+            group_count: 0,
+        };
+        let mut gates = Vec::new();
+        for spec in specs {
+            let tree = query::parse(&spec.name, &spec.query)?;
+            let root = set.add_node(&tree);
+            // The parser rejected queries that hold without terms, so the root always gets groups.
+            gates.push(set.subtree_groups(root).unwrap_or_default());
+            set.topics.push(CompiledTopic {
+                name: spec.name.clone(),
+                min_score: spec.min_score,
+                root,
+            });
+        }
+        for node in 0..set.nodes.len() {
+            if let Node::Not { inner, .. } = set.nodes[node]
+                && let Some(groups) = set.subtree_groups(inner)
+            {
+                set.nodes[node] = Node::Not {
+                    inner,
+                    gate: gates.len() as u32,
+                };
+                gates.push(groups);
+            }
+        }
+        set.build_postings(&gates);
+        set.build_anchors();
+        set.phrase_keys = HashMap::new();
+        set.lexicon.freeze();
+        Ok(set)
+    }
+
+    /// Number of topics.
+    pub fn len(&self) -> usize {
+        self.topics.len()
+    }
+
+    /// True when no topic is configured.
+    pub fn is_empty(&self) -> bool {
+        self.topics.is_empty()
+    }
+
+    /// Every topic the story matches, in configuration order.
+    pub fn match_story(&self, title: &str, body: &str) -> Vec<TopicMatch> {
+        if self.topics.is_empty() {
+            return Vec::new();
+        }
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => {
+                let out = self.match_with(&mut scratch, title, body);
+                scratch.trim();
+                out
+            }
+            // Only reachable if matching were re-entered on this thread; stay correct anyway.
+            Err(_) => self.match_with(&mut Scratch::default(), title, body),
+        })
+    }
+
+    fn match_with(&self, s: &mut Scratch, title: &str, body: &str) -> Vec<TopicMatch> {
+        let title = within_limit(title);
+        let body = within_limit(body);
+        s.begin(self);
+        self.scan(s, title);
+        let title_len = s.tokens.len() as u32;
+        self.scan(s, body);
+        if s.hits.is_empty() {
+            return Vec::new();
+        }
+        self.find_phrases(s, title_len);
+        s.hits.sort_unstable();
+        self.find_candidates(s);
+
+        let mut out = Vec::new();
+        let Scratch {
+            tokens,
+            hits,
+            key_bits,
+            key_hits,
+            gate_stamp,
+            gate_count,
+            epoch,
+            candidates,
+            occ,
+            marks,
+            ..
+        } = s;
+        let story = Story {
+            tokens,
+            hits,
+            key_bits,
+            key_hits,
+            gate_stamp,
+            gate_count,
+            epoch: *epoch,
+            title_len,
+            title,
+            body,
+        };
+        for &t in candidates.iter() {
+            let topic = &self.topics[t as usize];
+            occ.clear();
+            // A cheap pass that stops early decides; only topics that hold collect their hits.
+            if !self.eval(topic.root, &story, occ, marks, false) {
+                continue;
+            }
+            self.eval(topic.root, &story, occ, marks, true);
+            let hits = distinct_hits(occ);
+            let score: f64 = hits
+                .iter()
+                .map(|o| if o.start < title_len { 2.0 } else { 1.0 })
+                .sum();
+            if score >= topic.min_score {
+                out.push(TopicMatch {
+                    topic: topic.name.clone(),
+                    score,
+                    terms: story.terms(hits),
+                    snippet: story.snippet(hits),
+                });
+            }
+        }
+        out
+    }
+
+    /// Tokenises `text`, appending its words to `s.tokens` and its hits to `s.hits`.
+    fn scan(&self, s: &mut Scratch, text: &str) {
+        let Scratch {
+            buf,
+            tokens,
+            pfx,
+            hits,
+            ..
+        } = s;
+        for_each_word(text, buf, |range, word| {
+            let pos = tokens.len() as u64;
+            let pfx_start = pfx.len() as u32;
+            let key = self.lexicon.lookup(word, |k| {
+                pfx.push(k);
+                hits.push(u64::from(k) << 32 | pos);
+            });
+            if key != NONE {
+                hits.push(u64::from(key) << 32 | pos);
+            }
+            tokens.push(Token {
+                start: range.start as u32,
+                end: range.end as u32,
+                word: key,
+                pfx: pfx_start..pfx.len() as u32,
+            });
+        });
+    }
+
+    /// Adds a hit for every phrase found where its first word hit.
+    fn find_phrases(&self, s: &mut Scratch, title_len: u32) {
+        if self.phrases.is_empty() {
+            return;
+        }
+        for i in 0..s.hits.len() {
+            let key = (s.hits[i] >> 32) as usize;
+            let (from, to) = (
+                self.anchor_offsets[key] as usize,
+                self.anchor_offsets[key + 1] as usize,
+            );
+            if from == to {
+                continue;
+            }
+            let pos = s.hits[i] as u32;
+            let Some(next) = s.tokens.get(pos as usize + 1) else {
+                continue;
+            };
+            for anchored in &self.anchored[from..to] {
+                let second_hit = if anchored.second_is_prefix {
+                    s.pfx[next.pfx.start as usize..next.pfx.end as usize].contains(&anchored.second)
+                } else {
+                    next.word == anchored.second
+                };
+                if !second_hit {
+                    continue;
+                }
+                let phrase = &self.phrases[anchored.phrase as usize];
+                if phrase_at(&s.tokens, &s.pfx, title_len, phrase, pos) {
+                    s.hits.push(u64::from(phrase.key) << 32 | u64::from(pos));
+                }
+            }
+        }
+    }
+
+    /// Records each hit key's range in `s.hits`, counts the satisfied groups of every gate,
+    /// and collects the topics whose groups are all satisfied, in configuration order.
+    fn find_candidates(&self, s: &mut Scratch) {
+        let epoch = s.epoch;
+        let mut i = 0;
+        while i < s.hits.len() {
+            let key = (s.hits[i] >> 32) as usize;
+            let mut j = i + 1;
+            while j < s.hits.len() && (s.hits[j] >> 32) as usize == key {
+                j += 1;
+            }
+            s.key_bits[key / 64] |= 1 << (key % 64);
+            s.key_hits[key] = (i as u32, j as u32);
+            let from = self.post_offsets[key] as usize;
+            let to = self.post_offsets[key + 1] as usize;
+            for &(gate, group) in &self.postings[from..to] {
+                let (gate, group) = (gate as usize, group as usize);
+                if s.group_stamp[group] == epoch {
+                    continue;
+                }
+                s.group_stamp[group] = epoch;
+                if s.gate_stamp[gate] != epoch {
+                    s.gate_stamp[gate] = epoch;
+                    s.gate_count[gate] = 0;
+                }
+                s.gate_count[gate] += 1;
+                if gate < self.topics.len() && s.gate_count[gate] == self.gate_groups[gate] {
+                    s.candidates.push(gate as u32);
+                }
+            }
+            i = j;
+        }
+        s.candidates.sort_unstable();
+    }
+
+    /// Evaluates `node`. With `collect`, a node that holds appends its hits to `occ`;
+    /// otherwise (and whenever the node fails) `occ` is left as it was, and ORs stop at the
+    /// first branch that holds.
+    fn eval(
+        &self,
+        node: u32,
+        story: &Story<'_>,
+        occ: &mut Vec<Occ>,
+        marks: &mut Vec<bool>,
+        collect: bool,
+    ) -> bool {
+        let start = occ.len();
+        match &self.nodes[node as usize] {
+            Node::Key { key, scope } => {
+                let mut hits = story
+                    .positions(*key)
+                    .iter()
+                    .map(|&hit| hit as u32)
+                    .filter(|&p| story.in_scope(p, *scope));
+                if !collect {
+                    return hits.next().is_some();
+                }
+                let last = self.key_spans[*key as usize] - 1;
+                occ.extend(hits.map(|p| Occ {
+                    start: p,
+                    end: p + last,
+                }));
+            }
+            Node::And(range) => {
+                for &child in &self.children[range.start as usize..range.end as usize] {
+                    if !self.eval(child, story, occ, marks, collect) {
+                        occ.truncate(start);
+                        return false;
+                    }
+                }
+                return true;
+            }
+            Node::Or { children, simple } => {
+                let mut any = false;
+                for &key in &self.child_keys[children.start as usize..*simple as usize] {
+                    let hits = story.positions(key);
+                    if !hits.is_empty() {
+                        if !collect {
+                            return true;
+                        }
+                        any = true;
+                        let last = self.key_spans[key as usize] - 1;
+                        occ.extend(hits.iter().map(|&hit| Occ {
+                            start: hit as u32,
+                            end: hit as u32 + last,
+                        }));
+                    }
+                }
+                for &child in &self.children[*simple as usize..children.end as usize] {
+                    any |= self.eval(child, story, occ, marks, collect);
+                    if any && !collect {
+                        return true;
+                    }
+                }
+                return any;
+            }
+            Node::Not { inner, gate } => {
+                if *gate != NONE && !story.gate_open(*gate, self.gate_groups[*gate as usize]) {
+                    return true;
+                }
+                return !self.eval(*inner, story, occ, marks, false);
+            }
+            Node::Near {
+                left,
+                right,
+                distance,
+            } => {
+                if !self.eval(*left, story, occ, marks, true) {
+                    return false;
+                }
+                let mid = occ.len();
+                if !self.eval(*right, story, occ, marks, true) {
+                    occ.truncate(start);
+                    return false;
+                }
+                self.keep_near(story, occ, marks, start, mid, *distance);
+                let held = occ.len() > start;
+                if !collect {
+                    occ.truncate(start);
+                }
+                return held;
+            }
+        }
+        occ.len() > start
+    }
+
+    /// Keeps, of the left hits `occ[start..mid]` and the right hits `occ[mid..]`, those that
+    /// have a partner on the other side within `distance` words in the same field.
+    fn keep_near(
+        &self,
+        story: &Story<'_>,
+        occ: &mut Vec<Occ>,
+        marks: &mut Vec<bool>,
+        start: usize,
+        mid: usize,
+        distance: u32,
+    ) {
+        let end = occ.len();
+        occ[start..mid].sort_unstable();
+        occ[mid..end].sort_unstable();
+        marks.clear();
+        marks.resize(end - start, false);
+        let reach = distance + self.max_span;
+        for i in start..mid {
+            let a = occ[i];
+            let lowest = a.start.saturating_sub(reach);
+            let first = mid + occ[mid..end].partition_point(|b| b.start < lowest);
+            for j in first..end {
+                let b = occ[j];
+                if b.start > a.end.saturating_add(distance) {
+                    break;
+                }
+                if story.same_field(a.start, b.start) && a.gap(b) <= distance {
+                    marks[i - start] = true;
+                    marks[j - start] = true;
+                }
+            }
+        }
+        let mut w = start;
+        for i in start..end {
+            if marks[i - start] {
+                occ[w] = occ[i];
+                w += 1;
+            }
+        }
+        occ.truncate(w);
+    }
+
+    // ------------------------------------------------------------ compiling
+
+    fn add_node(&mut self, q: &Query) -> u32 {
+        let node = match q {
+            Query::Term(term) => self.term_node(term),
+            Query::And(items) | Query::Or(items) => {
+                let mut ids: Vec<(Key, u32)> = items
+                    .iter()
+                    .map(|c| {
+                        let id = self.add_node(c);
+                        match self.nodes[id as usize] {
+                            Node::Key {
+                                key,
+                                scope: Scope::Any,
+                            } => (key, id),
+                            _ => (NONE, id),
+                        }
+                    })
+                    .collect();
+                // Plain keys first (a stable sort keeps the rest in query order).
+                ids.sort_by_key(|&(key, _)| key == NONE);
+                let from = self.children.len() as u32;
+                let simple = from + ids.iter().filter(|&&(key, _)| key != NONE).count() as u32;
+                self.children.extend(ids.iter().map(|&(_, id)| id));
+                self.child_keys.extend(ids.iter().map(|&(key, _)| key));
+                let children = from..self.children.len() as u32;
+                if matches!(q, Query::And(_)) {
+                    Node::And(children)
+                } else {
+                    Node::Or { children, simple }
+                }
+            }
+            Query::Not { inner, .. } => Node::Not {
+                inner: self.add_node(inner),
+                gate: NONE,
+            },
+            Query::Near {
+                left,
+                right,
+                distance,
+            } => Node::Near {
+                left: self.add_node(left),
+                right: self.add_node(right),
+                distance: *distance,
+            },
+        };
+        self.nodes.push(node);
+        (self.nodes.len() - 1) as u32
+    }
+
+    fn term_node(&mut self, term: &Term) -> Node {
+        let scope = match term.field {
+            None => Scope::Any,
+            Some(Field::Title) => Scope::Title,
+            Some(Field::Body) => Scope::Body,
+        };
+        let last = term.words.len() - 1;
+        let keys: Box<[Key]> = term
+            .words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                if i == last && term.prefix {
+                    self.prefix_key(w)
+                } else {
+                    self.word_key(w)
+                }
+            })
+            .collect();
+        if keys.len() == 1 {
+            return Node::Key {
+                key: keys[0],
+                scope,
+            };
+        }
+        if let Some(&key) = self.phrase_keys.get(&(keys.clone(), term.prefix)) {
+            return Node::Key { key, scope };
+        }
+        let span = keys.len() as u32;
+        self.max_span = self.max_span.max(span);
+        let key = self.new_key(span);
+        self.phrase_keys.insert((keys.clone(), term.prefix), key);
+        self.phrases.push(Phrase {
+            keys,
+            prefix_last: term.prefix,
+            key,
+        });
+        Node::Key { key, scope }
+    }
+
+    fn word_key(&mut self, word: &str) -> Key {
+        let node = self.lexicon.insert(word);
+        match self.lexicon.building[node].word {
+            NONE => {
+                let key = self.new_key(1);
+                self.lexicon.building[node].word = key;
+                key
+            }
+            key => key,
+        }
+    }
+
+    fn prefix_key(&mut self, prefix: &str) -> Key {
+        let node = self.lexicon.insert(prefix);
+        match self.lexicon.building[node].prefix {
+            NONE => {
+                let key = self.new_key(1);
+                self.lexicon.building[node].prefix = key;
+                key
+            }
+            key => key,
+        }
+    }
+
+    /// A new key whose hits cover `span` words.
+    fn new_key(&mut self, span: u32) -> Key {
+        let key = self.key_count as Key;
+        self.key_count += 1;
+        self.key_spans.push(span);
+        key
+    }
+
+    /// Required groups of the subtree at `node`, or `None` if it can hold without any term.
+    fn subtree_groups(&self, node: u32) -> Option<Vec<Vec<Key>>> {
+        if self.holds_without_terms(node) {
+            return None;
+        }
+        let mut groups = Vec::new();
+        self.required_groups(node, &mut groups);
+        if groups.is_empty() {
+            let mut keys = Vec::new();
+            self.positive_keys(node, true, &mut keys);
+            groups.push(keys);
+        }
+        for g in &mut groups {
+            g.sort_unstable();
+            g.dedup();
+        }
+        groups.retain(|g| !g.is_empty());
+        groups.sort();
+        groups.dedup();
+        (!groups.is_empty()).then_some(groups)
+    }
+
+    /// Appends key sets of which, whenever `node` holds, each has a key that hit.
+    fn required_groups(&self, node: u32, out: &mut Vec<Vec<Key>>) {
+        match &self.nodes[node as usize] {
+            Node::Key { key, .. } => out.push(vec![*key]),
+            Node::And(range) => {
+                for &child in &self.children[range.start as usize..range.end as usize] {
+                    self.required_groups(child, out);
+                }
+            }
+            Node::Near { left, right, .. } => {
+                self.required_groups(*left, out);
+                self.required_groups(*right, out);
+            }
+            Node::Not { .. } => {}
+            Node::Or {
+                children: range, ..
+            } => {
+                let mut union = Vec::new();
+                for &child in &self.children[range.start as usize..range.end as usize] {
+                    let mut groups = Vec::new();
+                    self.required_groups(child, &mut groups);
+                    match groups.into_iter().min_by_key(Vec::len) {
+                        Some(group) => union.extend(group),
+                        None if self.holds_without_terms(child) => return,
+                        None => self.positive_keys(child, true, &mut union),
+                    }
+                }
+                out.push(union);
+            }
+        }
+    }
+
+    /// Keys of leaves under an even number of NOTs (relative to `node`); when `node` holds
+    /// but cannot hold without terms, one of them hit.
+    fn positive_keys(&self, node: u32, even: bool, out: &mut Vec<Key>) {
+        match &self.nodes[node as usize] {
+            Node::Key { key, .. } if even => out.push(*key),
+            Node::Key { .. } => {}
+            Node::And(range)
+            | Node::Or {
+                children: range, ..
+            } => {
+                for &child in &self.children[range.start as usize..range.end as usize] {
+                    self.positive_keys(child, even, out);
+                }
+            }
+            Node::Not { inner, .. } => self.positive_keys(*inner, !even, out),
+            Node::Near { left, right, .. } => {
+                self.positive_keys(*left, even, out);
+                self.positive_keys(*right, even, out);
+            }
+        }
+    }
+
+    fn holds_without_terms(&self, node: u32) -> bool {
+        match &self.nodes[node as usize] {
+            Node::Key { .. } | Node::Near { .. } => false,
+            Node::Not { inner, .. } => !self.holds_without_terms(*inner),
+            Node::And(range) => self.children[range.start as usize..range.end as usize]
+                .iter()
+                .all(|&c| self.holds_without_terms(c)),
+            Node::Or {
+                children: range, ..
+            } => self.children[range.start as usize..range.end as usize]
+                .iter()
+                .any(|&c| self.holds_without_terms(c)),
+        }
+    }
+
+    /// Indexes phrases by the key of their first word (never a prefix: only the last word of
+    /// a phrase can be one).
+    fn build_anchors(&mut self) {
+        let mut pairs: Vec<(Key, u32)> = self
+            .phrases
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.keys[0], i as u32))
+            .collect();
+        pairs.sort_unstable();
+        let anchored = pairs
+            .iter()
+            .map(|&(_, i)| {
+                let p = &self.phrases[i as usize];
+                Anchored {
+                    second: p.keys[1],
+                    second_is_prefix: p.keys.len() == 2 && p.prefix_last,
+                    phrase: i,
+                }
+            })
+            .collect();
+        self.anchor_offsets = vec![0; self.key_count + 1];
+        for &(key, _) in &pairs {
+            self.anchor_offsets[key as usize + 1] += 1;
+        }
+        for k in 0..self.key_count {
+            self.anchor_offsets[k + 1] += self.anchor_offsets[k];
+        }
+        self.anchored = anchored;
+    }
+
+    fn build_postings(&mut self, gates: &[Vec<Vec<Key>>]) {
+        let mut pairs: Vec<(Key, u32, u32)> = Vec::new();
+        let mut group = 0u32;
+        for (gate, groups) in gates.iter().enumerate() {
+            for keys in groups {
+                pairs.extend(keys.iter().map(|&k| (k, gate as u32, group)));
+                group += 1;
+            }
+        }
+        // An empty gate would never open; subtree_groups never yields one.
+        self.gate_groups = gates.iter().map(|g| g.len() as u32).collect();
+        pairs.sort_unstable();
+        self.group_count = group as usize;
+        self.post_offsets = vec![0; self.key_count + 1];
+        for &(key, _, _) in &pairs {
+            self.post_offsets[key as usize + 1] += 1;
+        }
+        for k in 0..self.key_count {
+            self.post_offsets[k + 1] += self.post_offsets[k];
+        }
+        self.postings = pairs.into_iter().map(|(_, t, g)| (t, g)).collect();
+    }
+}
+
+impl fmt::Debug for TopicSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TopicSet")
+            .field(
+                "topics",
+                &self
+                    .topics
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .field("keys", &self.key_count)
+            .field("phrases", &self.phrases.len())
+            .finish()
+    }
+}
+
+// ---------------------------------------------------------------- per story
+
+/// One word of the story. Positions index `Scratch::tokens`: title words first, then body.
+#[derive(Debug, Clone)]
+struct Token {
+    /// Byte range in the title or body it came from.
+    start: u32,
+    end: u32,
+    /// Key of the exact word, or `NONE`.
+    word: Key,
+    /// Range in `Scratch::pfx` of the prefix keys the word matches.
+    pfx: Range<u32>,
+}
+
+/// A hit: inclusive range of token positions (one word, or a phrase).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Occ {
+    start: u32,
+    end: u32,
+}
+
+impl Occ {
+    /// Words between two hits: 1 when adjacent, 0 when overlapping.
+    fn gap(self, other: Occ) -> u32 {
+        if other.start > self.end {
+            other.start - self.end
+        } else {
+            self.start.saturating_sub(other.end)
+        }
+    }
+}
+
+/// Working memory for one story, reused across stories on a thread.
+#[derive(Default)]
+struct Scratch {
+    buf: String,
+    tokens: Vec<Token>,
+    pfx: Vec<Key>,
+    /// `key << 32 | position`, sorted before evaluation.
+    hits: Vec<u64>,
+    epoch: u32,
+    /// One bit per key: set when the key hit this story. Small enough to stay in cache while
+    /// the many keys of candidate topics are tested, most of them absent.
+    key_bits: Vec<u64>,
+    /// Per key whose bit is set: its range in `hits`.
+    key_hits: Vec<(u32, u32)>,
+    group_stamp: Vec<u32>,
+    /// `gate_stamp[g] == epoch` when gate `g` has satisfied groups; then `gate_count[g]` counts them.
+    gate_stamp: Vec<u32>,
+    gate_count: Vec<u32>,
+    candidates: Vec<u32>,
+    occ: Vec<Occ>,
+    marks: Vec<bool>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Capacity kept in the scratch area between stories; larger buffers are shrunk back.
+const KEEP_TOKENS: usize = 1 << 16;
+
+impl Scratch {
+    fn begin(&mut self, set: &TopicSet) {
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.group_stamp.fill(0);
+            self.gate_stamp.fill(0);
+            self.epoch = 1;
+        }
+        let words = set.key_count.div_ceil(64);
+        grow(&mut self.key_bits, words, 0);
+        self.key_bits[..words].fill(0);
+        grow(&mut self.key_hits, set.key_count, (0, 0));
+        grow(&mut self.group_stamp, set.group_count, 0);
+        grow(&mut self.gate_stamp, set.gate_groups.len(), 0);
+        grow(&mut self.gate_count, set.gate_groups.len(), 0);
+        self.tokens.clear();
+        self.pfx.clear();
+        self.hits.clear();
+        self.candidates.clear();
+        self.occ.clear();
+    }
+
+    /// Gives back memory after an unusually long story.
+    fn trim(&mut self) {
+        if self.tokens.capacity() > KEEP_TOKENS {
+            self.tokens = Vec::new();
+            self.pfx = Vec::new();
+            self.hits = Vec::new();
+            self.occ = Vec::new();
+            self.marks = Vec::new();
+        }
+    }
+}
+
+fn grow<T: Clone>(v: &mut Vec<T>, len: usize, fill: T) {
+    if v.len() < len {
+        v.resize(len, fill);
+    }
+}
+
+/// Byte offsets and token positions are `u32`. Stories are far smaller (the fetcher caps
+/// bodies at `max_body_bytes`), but a field over 1 GiB is cut there rather than mis-indexed,
+/// which keeps title and body positions together below `u32::MAX` with room to spare.
+fn within_limit(text: &str) -> &str {
+    const MAX: usize = 1 << 30;
+    if text.len() <= MAX {
+        return text;
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The tokenised story as the evaluator sees it.
+struct Story<'a> {
+    tokens: &'a [Token],
+    hits: &'a [u64],
+    key_bits: &'a [u64],
+    key_hits: &'a [(u32, u32)],
+    gate_stamp: &'a [u32],
+    gate_count: &'a [u32],
+    epoch: u32,
+    title_len: u32,
+    title: &'a str,
+    body: &'a str,
+}
+
+impl Story<'_> {
+    /// Hits of `key` (`key << 32 | position`), in position order.
+    fn positions(&self, key: Key) -> &[u64] {
+        let k = key as usize;
+        if self.key_bits[k / 64] & (1 << (k % 64)) == 0 {
+            return &[];
+        }
+        let (from, to) = self.key_hits[k];
+        &self.hits[from as usize..to as usize]
+    }
+
+    /// True when all `groups` required groups of `gate` are satisfied.
+    fn gate_open(&self, gate: u32, groups: u32) -> bool {
+        let g = gate as usize;
+        self.gate_stamp[g] == self.epoch && self.gate_count[g] == groups
+    }
+
+    fn in_scope(&self, pos: u32, scope: Scope) -> bool {
+        match scope {
+            Scope::Any => true,
+            Scope::Title => pos < self.title_len,
+            Scope::Body => pos >= self.title_len,
+        }
+    }
+
+    fn same_field(&self, a: u32, b: u32) -> bool {
+        (a < self.title_len) == (b < self.title_len)
+    }
+
+    fn text_of(&self, pos: u32) -> &str {
+        if pos < self.title_len {
+            self.title
+        } else {
+            self.body
+        }
+    }
+
+    /// Byte range in its field's text covered by the hit.
+    fn bytes_of(&self, o: Occ) -> Range<usize> {
+        self.tokens[o.start as usize].start as usize..self.tokens[o.end as usize].end as usize
+    }
+
+    fn terms(&self, hits: &[Occ]) -> Vec<String> {
+        let mut terms: Vec<String> = Vec::new();
+        for &o in hits {
+            let mut term = String::new();
+            push_collapsed(&mut term, &self.text_of(o.start)[self.bytes_of(o)]);
+            let term = term.to_lowercase();
+            if !terms.contains(&term) {
+                terms.push(term);
+            }
+        }
+        terms
+    }
+
+    fn snippet(&self, hits: &[Occ]) -> String {
+        let Some(&first) = hits
+            .iter()
+            .find(|o| o.start >= self.title_len)
+            .or(hits.first())
+        else {
+            return String::new();
+        };
+        let field = if first.start < self.title_len {
+            0..self.title_len
+        } else {
+            self.title_len..self.tokens.len() as u32
+        };
+        let from = first.start.saturating_sub(SNIPPET_WORDS).max(field.start);
+        let to = first.end.saturating_add(SNIPPET_WORDS).min(field.end - 1);
+        let text = self.text_of(first.start);
+
+        let mut out = String::new();
+        if from > field.start {
+            out.push_str("… ");
+        }
+        let mut cursor = self.tokens[from as usize].start as usize;
+        let mut marked = hits
+            .iter()
+            .filter(|o| o.start >= from && o.end <= to)
+            .copied()
+            .peekable();
+        while let Some(mut span) = marked.next() {
+            while let Some(next) = marked.next_if(|n| n.start <= span.end) {
+                span.end = span.end.max(next.end);
+            }
+            let bytes = self.bytes_of(span);
+            push_collapsed(&mut out, &text[cursor..bytes.start]);
+            out.push('«');
+            push_collapsed(&mut out, &text[bytes.clone()]);
+            out.push('»');
+            cursor = bytes.end;
+        }
+        push_collapsed(
+            &mut out,
+            &text[cursor..self.tokens[to as usize].end as usize],
+        );
+        if to + 1 < field.end {
+            out.push_str(" …");
+        }
+        out
+    }
+}
+
+/// True when `phrase` occurs in `tokens` starting at `pos`, within one field.
+fn phrase_at(tokens: &[Token], pfx: &[Key], title_len: u32, phrase: &Phrase, pos: u32) -> bool {
+    let last = pos as usize + phrase.keys.len() - 1;
+    if last >= tokens.len() || (pos < title_len) != ((last as u32) < title_len) {
+        return false;
+    }
+    let final_index = phrase.keys.len() - 1;
+    phrase.keys.iter().enumerate().skip(1).all(|(i, &key)| {
+        let token = &tokens[pos as usize + i];
+        if i == final_index && phrase.prefix_last {
+            pfx[token.pfx.start as usize..token.pfx.end as usize].contains(&key)
+        } else {
+            token.word == key
+        }
+    })
+}
+
+/// Sorts hits into text order and drops repeats of the same stretch of text (one word hit
+/// through two terms, as in `tariff OR tariff*`, counts once). Hits that only overlap, such as
+/// a phrase and a word inside it, are different term hits and all count, which keeps scores
+/// monotone: adding an OR branch never lowers a score.
+fn distinct_hits(occ: &mut Vec<Occ>) -> &[Occ] {
+    occ.sort_unstable();
+    occ.dedup();
+    occ
+}
+
+/// Appends `text` with each run of whitespace (newlines included) replaced by one space.
+fn push_collapsed(out: &mut String, text: &str) {
+    let mut space = false;
+    for c in text.chars() {
+        if c.is_whitespace() {
+            space = true;
+            continue;
+        }
+        if space {
+            out.push(' ');
+            space = false;
+        }
+        out.push(c);
+    }
+    if space {
+        out.push(' ');
+    }
+}
+
+// ---------------------------------------------------------------- lookup structure
+
+/// Byte trie of every exact word and prefix term of every query. Walking a story word down it
+/// finds, in one pass over the word's bytes, every prefix term the word starts with and the
+/// exact word if there is one, and stops at the first byte that no query word continues with.
+///
+/// Built as a tree of nodes with sorted child lists, then frozen into flat arrays in
+/// breadth-first order (the busy top levels share cache lines): a node's edges lie side by
+/// side as `label << 24 | target`, a node with a single edge keeps it inline, and the first two
+/// levels are one table indexed by the first two letters or digits, so most story words are
+/// settled in one or two memory reads.
+struct Lexicon {
+    /// Child of the root per first byte (0: none; node 0 is the root).
+    root: Box<[u32; 256]>,
+    /// Node after two ASCII letters or digits: `pairs[class(a) * CLASSES + class(b)]` (0: none).
+    pairs: Vec<u32>,
+    /// Some one-byte prefix term exists (then depth-1 nodes must be looked at).
+    short_prefixes: bool,
+    nodes: Vec<LexNode>,
+    edges: Vec<u32>,
+    /// The tree while compiling; emptied by `freeze`.
+    building: Vec<BuildNode>,
+}
+
+/// Number of byte classes in `Lexicon::pairs`: `0-9` and `a-z`.
+const CLASSES: usize = 36;
+
+/// Class of a byte for `Lexicon::pairs`, or `None` outside `0-9a-z` (folded words have no
+/// upper case).
+fn class(byte: u8) -> Option<usize> {
+    match byte {
+        b'0'..=b'9' => Some(usize::from(byte - b'0')),
+        b'a'..=b'z' => Some(10 + usize::from(byte - b'a')),
+        _ => None,
+    }
+}
+
+/// Largest node count `edges` can address (24 bits).
+const MAX_NODES: usize = 1 << 24;
+
+#[derive(Debug, Clone, Copy)]
+struct LexNode {
+    /// With `count == 1` the edge itself, otherwise where the edges start in `Lexicon::edges`.
+    first: u32,
+    count: u32,
+    /// Key of the exact word ending here, or `NONE`.
+    word: Key,
+    /// Key of the prefix term ending here, or `NONE`.
+    prefix: Key,
+}
+
+struct BuildNode {
+    /// Sorted by byte.
+    children: Vec<(u8, u32)>,
+    word: Key,
+    prefix: Key,
+}
+
+impl BuildNode {
+    fn new() -> Self {
+        BuildNode {
+            children: Vec::new(),
+            word: NONE,
+            prefix: NONE,
+        }
+    }
+}
+
+impl Lexicon {
+    fn new() -> Self {
+        Lexicon {
+            root: Box::new([0; 256]),
+            pairs: Vec::new(),
+            short_prefixes: false,
+            nodes: Vec::new(),
+            edges: Vec::new(),
+            building: vec![BuildNode::new()],
+        }
+    }
+
+    /// The node for `text`, created if needed (while compiling).
+    fn insert(&mut self, text: &str) -> usize {
+        let mut node = 0;
+        for &byte in text.as_bytes() {
+            let children = &self.building[node].children;
+            node = match children.binary_search_by_key(&byte, |&(b, _)| b) {
+                Ok(i) => children[i].1 as usize,
+                Err(at) => {
+                    let child = self.building.len();
+                    self.building.push(BuildNode::new());
+                    self.building[node]
+                        .children
+                        .insert(at, (byte, child as u32));
+                    child
+                }
+            };
+        }
+        node
+    }
+
+    /// Flattens the tree for lookups. Nodes beyond what 24-bit edge targets can address (16
+    /// million, far beyond any configuration) are cut off: words below them never match.
+    fn freeze(&mut self) {
+        let building = std::mem::take(&mut self.building);
+        // Breadth-first numbering: `order[new] = old`, `renumber[old] = new`.
+        let mut order = vec![0u32];
+        let mut next = 0;
+        while next < order.len() && order.len() < MAX_NODES {
+            let old = order[next] as usize;
+            for &(_, child) in &building[old].children {
+                if order.len() < MAX_NODES {
+                    order.push(child);
+                }
+            }
+            next += 1;
+        }
+        let mut renumber = vec![u32::MAX; building.len()];
+        for (new, &old) in order.iter().enumerate() {
+            renumber[old as usize] = new as u32;
+        }
+        let edge = |byte: u8, old: u32| -> Option<u32> {
+            let new = renumber[old as usize];
+            (new != u32::MAX).then_some(u32::from(byte) << 24 | new)
+        };
+        self.nodes = Vec::with_capacity(order.len());
+        for &old in &order {
+            let node = &building[old as usize];
+            let edges: Vec<u32> = node
+                .children
+                .iter()
+                .filter_map(|&(b, c)| edge(b, c))
+                .collect();
+            let (first, count) = match edges[..] {
+                [only] => (only, 1),
+                _ => {
+                    let first = self.edges.len() as u32;
+                    self.edges.extend(&edges);
+                    (first, edges.len() as u32)
+                }
+            };
+            self.nodes.push(LexNode {
+                first,
+                count,
+                word: node.word,
+                prefix: node.prefix,
+            });
+        }
+        self.pairs = vec![0; CLASSES * CLASSES];
+        for &(byte, child) in &building[0].children {
+            let Some(depth1) = edge(byte, child) else {
+                continue;
+            };
+            let depth1 = depth1 & 0x00ff_ffff;
+            self.root[usize::from(byte)] = depth1;
+            self.short_prefixes |= building[child as usize].prefix != NONE;
+            let Some(a) = class(byte) else { continue };
+            for &(second, grandchild) in &building[child as usize].children {
+                if let (Some(b), Some(depth2)) = (class(second), edge(second, grandchild)) {
+                    self.pairs[a * CLASSES + b] = depth2 & 0x00ff_ffff;
+                }
+            }
+        }
+    }
+
+    fn child(&self, node: &LexNode, byte: u8) -> Option<u32> {
+        let edges = if node.count == 1 {
+            std::slice::from_ref(&node.first)
+        } else {
+            &self.edges[node.first as usize..(node.first + node.count) as usize]
+        };
+        edges
+            .iter()
+            .find(|&&e| (e >> 24) as u8 == byte)
+            .map(|&e| e & 0x00ff_ffff)
+    }
+
+    /// Calls `on_prefix` with the key of every prefix term `word` starts with (or equals), and
+    /// returns the key of `word` itself as an exact word, or `NONE`.
+    fn lookup(&self, word: &str, mut on_prefix: impl FnMut(Key)) -> Key {
+        let bytes = word.as_bytes();
+        let Some(&first) = bytes.first() else {
+            return NONE;
+        };
+        let (mut node, mut i) = match bytes.get(1).and_then(|&b| Some((class(first)?, class(b)?))) {
+            Some((a, b)) => {
+                if self.short_prefixes {
+                    let depth1 = self.root[usize::from(first)];
+                    if depth1 != 0 && self.nodes[depth1 as usize].prefix != NONE {
+                        on_prefix(self.nodes[depth1 as usize].prefix);
+                    }
+                }
+                (self.pairs[a * CLASSES + b], 2)
+            }
+            None => (self.root[usize::from(first)], 1),
+        };
+        loop {
+            if node == 0 {
+                return NONE;
+            }
+            let n = &self.nodes[node as usize];
+            if n.prefix != NONE {
+                on_prefix(n.prefix);
+            }
+            let Some(&byte) = bytes.get(i) else {
+                return n.word;
+            };
+            node = self.child(n, byte).unwrap_or(0);
+            i += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(topics: &[(&str, &str, f64)]) -> TopicSet {
+        let specs: Vec<TopicSpec> = topics
+            .iter()
+            .map(|&(name, query, min_score)| TopicSpec {
+                name: name.into(),
+                query: query.into(),
+                min_score,
+            })
+            .collect();
+        match TopicSet::compile(&specs) {
+            Ok(set) => set,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn one(query: &str, title: &str, body: &str) -> Option<TopicMatch> {
+        set(&[("t", query, 1.0)])
+            .match_story(title, body)
+            .into_iter()
+            .next()
+    }
+
+    fn hits(query: &str, title: &str, body: &str) -> bool {
+        one(query, title, body).is_some()
+    }
+
+    #[test]
+    fn the_set_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<TopicSet>();
+    }
+
+    #[test]
+    fn terms_match_whole_words_only() {
+        assert!(hits("tariff", "", "a new tariff, again"));
+        assert!(hits("tariff", "", "A NEW TARIFF"));
+        assert!(!hits("tariff", "", "tariffication is a word"));
+        assert!(!hits("tariff", "", "tariffs"));
+        assert!(!hits("tariff", "", "pretariff"));
+    }
+
+    #[test]
+    fn prefix_terms_match_words_that_start_with_them() {
+        assert!(hits("tariff*", "", "tariffication is a word"));
+        assert!(hits("tariff*", "", "tariff"));
+        assert!(hits("tariff*", "", "Tariffs"));
+        assert!(!hits("tariff*", "", "tarif"));
+        assert!(!hits("tariff*", "", "pretariff"));
+    }
+
+    #[test]
+    fn nested_prefixes_each_match() {
+        let s = set(&[
+            ("short", "tar*", 1.0),
+            ("long", "tariff*", 1.0),
+            ("exact", "tariffs", 1.0),
+        ]);
+        let names: Vec<String> = s
+            .match_story("", "tariffs")
+            .into_iter()
+            .map(|m| m.topic)
+            .collect();
+        assert_eq!(names, ["short", "long", "exact"]);
+    }
+
+    #[test]
+    fn one_letter_prefixes_and_non_ascii_prefixes_match() {
+        assert!(hits("a*", "", "xx ab yy"));
+        assert!(hits("a*", "", "a"));
+        assert!(!hits("a*", "", "ba"));
+        assert!(hits("ü*", "", "Über"));
+        assert!(hits("中*", "", "中"));
+        assert!(hits("9*", "", "90"));
+        assert!(hits("x", "", "x"));
+    }
+
+    #[test]
+    fn phrases_match_consecutive_words_across_punctuation() {
+        assert!(hits("\"feed in tariff\"", "", "the Feed-in Tariff scheme"));
+        assert!(hits("\"feed in tariff\"", "", "feed in tariff"));
+        assert!(!hits("\"feed in tariff\"", "", "feed the tariff in"));
+        assert!(hits("\"feed in tariff*\"", "", "feed-in tariffs"));
+        assert!(!hits("\"feed in tariff*\"", "", "feed-in tarif"));
+    }
+
+    #[test]
+    fn a_phrase_does_not_run_from_the_title_into_the_body() {
+        assert!(!hits(
+            "\"import duties\"",
+            "Talks on import",
+            "duties were raised"
+        ));
+    }
+
+    #[test]
+    fn hyphenated_query_words_match_hyphenated_and_spaced_text() {
+        assert!(hits("counter-drone", "", "a counter-drone laser"));
+        assert!(hits("counter-drone", "", "a counter drone laser"));
+        assert!(hits("counter-drone", "", "a counter‑drone laser")); // U+2011
+        assert!(!hits("counter-drone", "", "counterdrone"));
+    }
+
+    #[test]
+    fn apostrophes_split_words_in_text_and_queries() {
+        assert!(hits("navy", "", "the Navy’s laser"));
+        assert!(hits("\"navy's laser\"", "", "the Navy’s laser"));
+    }
+
+    #[test]
+    fn diacritics_are_folded_on_both_sides() {
+        assert!(hits("Gokberk", "", "Aselsan's Gökberk system"));
+        assert!(hits("Gökberk", "", "GOKBERK"));
+        assert!(hits("turkiye", "", "Türkiye"));
+    }
+
+    #[test]
+    fn cjk_text_matches_cjk_phrases_without_panicking() {
+        assert!(hits("关税", "美国加征关税", ""));
+        assert!(!hits("关税", "美国加征关", "税"));
+        assert!(hits("tariffs", "中国 tariffs 関税 한국", "日本の関税"));
+    }
+
+    #[test]
+    fn and_or_and_not_combine() {
+        let q = "(tariff OR levy) -electricity";
+        assert!(hits(q, "", "a new levy"));
+        assert!(!hits(q, "", "an electricity tariff"));
+        assert!(!hits(q, "", "nothing here"));
+        assert!(hits("tariff AND levy", "", "tariff and levy"));
+        assert!(!hits("tariff levy", "", "tariff only"));
+    }
+
+    #[test]
+    fn near_holds_within_the_distance_in_either_order() {
+        let q = "laser NEAR/3 drone";
+        assert!(hits(q, "", "laser drone"));
+        assert!(hits(q, "", "laser shot a drone"));
+        assert!(hits(q, "", "drone hit by laser"));
+        assert!(!hits(q, "", "laser shot down the drone"));
+        assert!(!hits(q, "laser", "drone"));
+    }
+
+    #[test]
+    fn near_takes_phrases_and_groups_as_operands() {
+        let q = "(\"high energy laser\" OR helios) NEAR/2 (drone* OR uav)";
+        assert!(hits(q, "", "a high-energy laser downs drones"));
+        assert!(hits(q, "", "HELIOS vs UAV"));
+        assert!(!hits(q, "", "a high-energy laser was shown; later, drones"));
+    }
+
+    #[test]
+    fn nested_near_chains_through_the_middle_operand() {
+        let q = "a NEAR/1 b NEAR/1 c";
+        assert!(hits(q, "", "a b c"));
+        assert!(!hits(q, "", "a b x c"));
+    }
+
+    #[test]
+    fn field_scopes_restrict_terms_to_title_or_body() {
+        assert!(hits("title:tariff", "Tariff news", "nothing"));
+        assert!(!hits("title:tariff", "News", "tariff"));
+        assert!(hits("body:tariff", "News", "tariff"));
+        assert!(!hits("body:tariff", "Tariff", "news"));
+        assert!(hits(
+            "title:(levy OR \"import duty\")",
+            "An import duty",
+            ""
+        ));
+    }
+
+    #[test]
+    fn a_topic_whose_positive_terms_are_absent_is_not_matched() {
+        assert!(!hits("tariff -levy", "", "levy levy levy"));
+    }
+
+    #[test]
+    fn title_hits_count_double() {
+        let m = one("tariff*", "Tariffs rise", "The tariff and more tariffs").map(|m| m.score);
+        assert_eq!(m, Some(4.0));
+    }
+
+    #[test]
+    fn every_holding_branch_counts_toward_the_score() {
+        let m = one("tariff OR levy OR duty", "", "tariff and levy").map(|m| m.score);
+        assert_eq!(m, Some(2.0));
+    }
+
+    #[test]
+    fn a_word_hit_through_two_terms_counts_once() {
+        let m = one(
+            "tariff OR tariff* OR (tariff NEAR/2 tariff*)",
+            "",
+            "the tariff",
+        )
+        .map(|m| m.score);
+        assert_eq!(m, Some(1.0));
+    }
+
+    #[test]
+    fn a_phrase_and_a_word_inside_it_are_two_hits() {
+        let m = one("tariff* OR \"feed in tariff\"", "", "the feed-in tariff").map(|m| m.score);
+        assert_eq!(m, Some(2.0));
+    }
+
+    #[test]
+    fn negated_terms_do_not_count() {
+        let m = one("tariff -\"water tariff\" OR levy", "", "tariff levy").map(|m| m.score);
+        assert_eq!(m, Some(2.0));
+    }
+
+    #[test]
+    fn min_score_is_a_lower_bound() {
+        let s = set(&[("two", "tariff*", 2.0)]);
+        assert!(s.match_story("", "one tariff").is_empty());
+        assert_eq!(s.match_story("", "one tariff, two tariffs").len(), 1);
+        assert_eq!(s.match_story("A tariff", "").len(), 1);
+        let never = set(&[("nan", "tariff", f64::NAN)]);
+        assert!(never.match_story("tariff", "tariff").is_empty());
+    }
+
+    #[test]
+    fn terms_are_distinct_and_lowercased_as_written() {
+        let m = one(
+            "tariff* OR gokberk OR \"feed in tariff\"",
+            "Tariffs",
+            "tariffs, Gökberk and the FEED-IN\ntariff",
+        )
+        .unwrap();
+        assert_eq!(m.terms, ["tariffs", "gökberk", "feed-in tariff", "tariff"]);
+    }
+
+    #[test]
+    fn the_snippet_marks_hits_around_the_first_body_hit() {
+        let body = "One two three tariff four five levy six.";
+        let m = one("tariff OR levy", "Tariff title", body).unwrap();
+        assert_eq!(m.snippet, "One two three «tariff» four five «levy» six");
+    }
+
+    #[test]
+    fn the_snippet_is_cut_to_twenty_words_either_side() {
+        let before: Vec<String> = (1..=30).map(|i| format!("b{i}")).collect();
+        let after: Vec<String> = (1..=30).map(|i| format!("a{i}")).collect();
+        let body = format!("{} tariff {}", before.join(" "), after.join("\n "));
+        let m = one("tariff", "", &body).unwrap();
+        let expected = format!(
+            "… {} «tariff» {} …",
+            before[10..].join(" "),
+            after[..20].join(" ")
+        );
+        assert_eq!(m.snippet, expected);
+    }
+
+    #[test]
+    fn the_snippet_falls_back_to_the_title_and_merges_overlapping_hits() {
+        let m = one("\"a b\" OR \"b c\"", "x a b c y", "nothing").unwrap();
+        assert_eq!(m.snippet, "x «a b c» y");
+    }
+
+    #[test]
+    fn matches_come_in_configuration_order() {
+        let s = set(&[("z", "levy", 1.0), ("a", "tariff", 1.0), ("m", "duty", 1.0)]);
+        let names: Vec<String> = s
+            .match_story("", "tariff duty levy")
+            .into_iter()
+            .map(|m| m.topic)
+            .collect();
+        assert_eq!(names, ["z", "a", "m"]);
+    }
+
+    #[test]
+    fn an_empty_set_or_story_matches_nothing() {
+        let empty = TopicSet::compile(&[]).unwrap();
+        assert!(empty.is_empty());
+        assert_eq!(empty.len(), 0);
+        assert!(empty.match_story("tariff", "tariff").is_empty());
+        assert!(set(&[("t", "tariff", 1.0)]).match_story("", "").is_empty());
+    }
+
+    #[test]
+    fn a_bad_query_fails_compilation_with_its_topic_name() {
+        let specs = [
+            TopicSpec {
+                name: "ok".into(),
+                query: "tariff".into(),
+                min_score: 1.0,
+            },
+            TopicSpec {
+                name: "broken".into(),
+                query: "tariff OR".into(),
+                min_score: 1.0,
+            },
+        ];
+        let e = TopicSet::compile(&specs).unwrap_err();
+        assert_eq!(e.topic, "broken");
+        assert_eq!(e.column, 10);
+    }
+
+    #[test]
+    fn a_double_negation_matches_without_scoring() {
+        let m = one("NOT (NOT tariff)", "", "tariff").map(|m| m.score);
+        assert_eq!(m, None, "score 0 is below min_score 1");
+        let s = set(&[("t", "NOT (NOT tariff)", 0.0)]);
+        assert_eq!(s.match_story("", "tariff").len(), 1);
+        assert!(s.match_story("", "levy").is_empty());
+    }
+
+    #[test]
+    fn long_stories_are_matched_and_scratch_memory_is_given_back() {
+        let body = "word ".repeat(200_000) + "tariff";
+        assert_eq!(one("tariff", "", &body).map(|m| m.score), Some(1.0));
+        SCRATCH.with(|s| assert!(s.borrow().tokens.capacity() <= KEEP_TOKENS));
+        assert!(hits("tariff", "", "a tariff"));
+    }
+
+    #[test]
+    fn many_topics_sharing_terms_are_matched_independently() {
+        let queries: Vec<(String, String)> = (0..300)
+            .map(|i| {
+                (
+                    format!("t{i}"),
+                    format!("(w{i} OR common) w{} -never", i % 7),
+                )
+            })
+            .collect();
+        let specs: Vec<TopicSpec> = queries
+            .iter()
+            .map(|(n, q)| TopicSpec {
+                name: n.clone(),
+                query: q.clone(),
+                min_score: 1.0,
+            })
+            .collect();
+        let s = TopicSet::compile(&specs).unwrap();
+        let names: Vec<String> = s
+            .match_story("", "common w3")
+            .into_iter()
+            .map(|m| m.topic)
+            .collect();
+        let expected: Vec<String> = (0..300)
+            .filter(|i| i % 7 == 3)
+            .map(|i| format!("t{i}"))
+            .collect();
+        assert_eq!(names, expected);
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    //! Random queries over a small word pool, checked against a plain reference evaluator.
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::topics::tokenize::fold_words;
+
+    const POOL: &[&str] = &[
+        "tariff", "tariffs", "levy", "duty", "drone", "laser", "feed", "in", "china",
+    ];
+
+    fn leaf() -> impl Strategy<Value = String> {
+        (0..POOL.len(), 0..POOL.len(), 0..6u8, 0..3u8).prop_map(|(a, b, kind, field)| {
+            let (w1, w2) = (POOL[a], POOL[b]);
+            let term = match kind {
+                0 | 1 => w1.to_owned(),
+                2 => format!("{}*", &w1[..w1.len().min(3)]),
+                3 => format!("\"{w1} {w2}\""),
+                4 => format!("{w1}-{w2}"),
+                _ => format!("\"{w1} {}*\"", &w2[..w2.len().min(2)]),
+            };
+            match field {
+                0 => format!("title:{term}"),
+                1 => format!("body:{term}"),
+                _ => term,
+            }
+        })
+    }
+
+    fn query() -> impl Strategy<Value = String> {
+        leaf().prop_recursive(4, 24, 3, |inner| {
+            prop_oneof![
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} AND {b})")),
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} {b})")),
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} OR {b})")),
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} -{b})")),
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} AND NOT {b})")),
+                (inner.clone(), inner.clone(), 1..5u32)
+                    .prop_map(|(a, b, n)| format!("({a} NEAR/{n} {b})")),
+            ]
+        })
+    }
+
+    fn text(max: usize) -> impl Strategy<Value = String> {
+        proptest::collection::vec((0..POOL.len(), 0..4u8), 0..max).prop_map(|words| {
+            let mut out = String::new();
+            for (i, kind) in words {
+                let w = POOL[i];
+                out.push_str(&match kind {
+                    0 => w.to_uppercase(),
+                    1 => format!("{w},"),
+                    2 => format!("{w}-"),
+                    _ => w.to_owned(),
+                });
+                out.push(' ');
+            }
+            out
+        })
+    }
+
+    /// Occurrence `(start, end)` over the concatenated title + body word list.
+    type Hit = (usize, usize);
+
+    /// Straightforward semantics of DESIGN §4, written independently of the matcher.
+    fn reference(q: &Query, words: &[String], title_len: usize) -> Option<Vec<Hit>> {
+        let field_of = |p: usize| p < title_len;
+        match q {
+            Query::Term(t) => {
+                let n = t.words.len();
+                let mut out = Vec::new();
+                for start in 0..words.len() {
+                    let end = start + n - 1;
+                    if end >= words.len() || field_of(start) != field_of(end) {
+                        continue;
+                    }
+                    let in_scope = match t.field {
+                        None => true,
+                        Some(Field::Title) => field_of(start),
+                        Some(Field::Body) => !field_of(start),
+                    };
+                    let ok = t.words.iter().enumerate().all(|(i, w)| {
+                        let word = &words[start + i];
+                        if i == n - 1 && t.prefix {
+                            word.starts_with(w.as_str())
+                        } else {
+                            word == w
+                        }
+                    });
+                    if in_scope && ok {
+                        out.push((start, end));
+                    }
+                }
+                (!out.is_empty()).then_some(out)
+            }
+            Query::And(children) => {
+                let mut out = Vec::new();
+                for c in children {
+                    out.extend(reference(c, words, title_len)?);
+                }
+                Some(out)
+            }
+            Query::Or(children) => {
+                let mut any = false;
+                let mut out = Vec::new();
+                for c in children {
+                    if let Some(h) = reference(c, words, title_len) {
+                        any = true;
+                        out.extend(h);
+                    }
+                }
+                any.then_some(out)
+            }
+            Query::Not { inner, .. } => match reference(inner, words, title_len) {
+                Some(_) => None,
+                None => Some(Vec::new()),
+            },
+            Query::Near {
+                left,
+                right,
+                distance,
+            } => {
+                let l = reference(left, words, title_len)?;
+                let r = reference(right, words, title_len)?;
+                let close = |a: Hit, b: Hit| {
+                    let gap = if b.0 > a.1 {
+                        b.0 - a.1
+                    } else {
+                        a.0.saturating_sub(b.1)
+                    };
+                    field_of(a.0) == field_of(b.0) && gap <= *distance as usize
+                };
+                let mut out: Vec<Hit> = l
+                    .iter()
+                    .copied()
+                    .filter(|&a| r.iter().any(|&b| close(a, b)))
+                    .collect();
+                out.extend(
+                    r.iter()
+                        .copied()
+                        .filter(|&b| l.iter().any(|&a| close(a, b))),
+                );
+                (!out.is_empty()).then_some(out)
+            }
+        }
+    }
+
+    fn reference_score(hits: &mut Vec<Hit>, title_len: usize) -> f64 {
+        hits.sort();
+        hits.dedup();
+        hits.iter()
+            .map(|h| if h.0 < title_len { 2.0 } else { 1.0 })
+            .sum()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn a_or_b_matches_whenever_a_does(a in query(), b in query(), title in text(6), body in text(40)) {
+            let specs = [
+                TopicSpec { name: "a".into(), query: a.clone(), min_score: 0.0 },
+                TopicSpec { name: "ab".into(), query: format!("({a}) OR ({b})"), min_score: 0.0 },
+            ];
+            let Ok(set) = TopicSet::compile(&specs) else {
+                // `a` or `b` on its own can be rejected (e.g. a NOT with nothing positive).
+                return Ok(());
+            };
+            let found = set.match_story(&title, &body);
+            let a_match = found.iter().find(|m| m.topic == "a");
+            let ab_match = found.iter().find(|m| m.topic == "ab");
+            if let Some(am) = a_match {
+                prop_assert!(ab_match.is_some(), "{a:?} matched but not with OR {b:?}");
+                prop_assert!(ab_match.is_some_and(|m| m.score >= am.score));
+            }
+        }
+
+        #[test]
+        fn the_matcher_agrees_with_the_reference_semantics(q in query(), title in text(6), body in text(40)) {
+            let Ok(tree) = query::parse("t", &q) else { return Ok(()) };
+            let set = TopicSet::compile(&[TopicSpec { name: "t".into(), query: q.clone(), min_score: 0.0 }]).unwrap();
+            let mut words = fold_words(&title);
+            let title_len = words.len();
+            words.extend(fold_words(&body));
+            let expected = reference(&tree, &words, title_len).map(|mut h| reference_score(&mut h, title_len));
+            let got = set.match_story(&title, &body).first().map(|m| m.score);
+            prop_assert_eq!(got, expected, "query {} on {:?} / {:?}", tree, title, body);
+        }
+    }
+}
