@@ -1,0 +1,253 @@
+//! The application: builds the expensive things once (store pool, HTTP
+//! clients, compiled topics), then drives them either as the daemon (`run`:
+//! scheduler, pipeline and notifier until cancelled, then a drain bounded by
+//! `daemon.shutdown_grace`) or for a single pass (`once`). Tests start exactly
+//! what `main` starts.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{Config, SourceConfig};
+use crate::fetch::Fetcher;
+use crate::notify::{DeliveryStats, Notifier};
+use crate::pipeline::{self, PipelineStats, PollJob, Shared};
+use crate::store::{self, SourceRow, SourceSpec, SourceState, Store};
+use crate::topics::TopicSet;
+
+/// A built feedwatch: what `run` and `once` share.
+pub struct App {
+    shared: Shared,
+    notifier: Arc<Notifier>,
+    specs: HashMap<String, SourceConfig>,
+}
+
+/// What `once` did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OnceReport {
+    pub sources: usize,
+    pub polls_ok: usize,
+    pub polls_failed: usize,
+    pub stories_new: usize,
+    pub stories_updated: usize,
+    pub stories_duplicate: usize,
+    pub deliveries: DeliveryStats,
+}
+
+impl OnceReport {
+    /// `once` could not do its work when every source failed.
+    pub fn all_failed(&self) -> bool {
+        self.sources > 0 && self.polls_ok == 0
+    }
+}
+
+impl App {
+    /// Connects to the store (running migrations), syncs the configured sources
+    /// and compiles the topics.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let topics = TopicSet::compile(&config.topic_specs()).context("compiling topics")?;
+        let store = store::connect(&config.database.url, config.database.max_connections)
+            .await
+            .context("opening the store")?;
+        info!(backend = store.backend(), url = %crate::config::redact_url(&config.database.url), "store ready");
+        let fetcher = Fetcher::new(&config.http).context("building the HTTP client")?;
+        let notifier = Notifier::new(&config).context("building the webhook client")?;
+        let specs = config
+            .sources
+            .iter()
+            .map(|s| (s.name().to_string(), s.clone()))
+            .collect();
+        let app = App {
+            shared: Shared {
+                config: Arc::new(config),
+                store,
+                fetcher: Arc::new(fetcher),
+                topics: Arc::new(topics),
+                outbox_wake: Arc::new(Notify::new()),
+                schedule_wake: Arc::new(Notify::new()),
+            },
+            notifier: Arc::new(notifier),
+            specs,
+        };
+        app.sync_sources().await?;
+        Ok(app)
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.store
+    }
+
+    async fn sync_sources(&self) -> anyhow::Result<Vec<SourceRow>> {
+        let specs: Vec<SourceSpec> = self
+            .shared
+            .config
+            .sources
+            .iter()
+            .map(|s| SourceSpec {
+                name: s.name().to_string(),
+                kind: s.kind.as_str().to_string(),
+                url: s.url.clone(),
+                enabled: s.enabled,
+            })
+            .collect();
+        self.shared
+            .store
+            .sync_sources(&specs)
+            .await
+            .context("recording the configured sources")
+    }
+
+    fn job(&self, row: SourceRow) -> Option<PollJob> {
+        let spec = self.specs.get(&row.name)?.clone();
+        Some(PollJob { row, spec })
+    }
+
+    /// Polls every enabled source once, stores what it finds, attempts every due
+    /// delivery once, and returns what happened.
+    pub async fn run_once(&self) -> anyhow::Result<OnceReport> {
+        let rows = self.sync_sources().await?;
+        let jobs: Vec<PollJob> = rows
+            .into_iter()
+            .filter(|r| matches!(r.state, SourceState::Active | SourceState::Blocked))
+            .filter_map(|r| self.job(r))
+            .collect();
+        let sources = jobs.len();
+        let stats = Arc::new(PipelineStats::default());
+        let (tx, rx) = mpsc::channel(jobs.len().max(1));
+        let pipeline = tokio::spawn(pipeline::run(self.shared.clone(), rx, stats.clone()));
+        for job in jobs {
+            if tx.send(job).await.is_err() {
+                break;
+            }
+        }
+        drop(tx);
+        pipeline
+            .await
+            .context("pipeline task panicked")?
+            .context("storing stories")?;
+        let deliveries = self
+            .notifier
+            .deliver_due(self.shared.store.as_ref())
+            .await
+            .context("delivering webhooks")?;
+        let report = OnceReport {
+            sources,
+            polls_ok: stats.polls_ok.load(Ordering::Relaxed),
+            polls_failed: stats.polls_failed.load(Ordering::Relaxed),
+            stories_new: stats.stories_new.load(Ordering::Relaxed),
+            stories_updated: stats.stories_updated.load(Ordering::Relaxed),
+            stories_duplicate: stats.stories_duplicate.load(Ordering::Relaxed),
+            deliveries,
+        };
+        Ok(report)
+    }
+
+    /// The daemon: polls sources as they fall due and delivers alerts until
+    /// `cancel`, then stops the scheduler, lets in-flight work drain within
+    /// `daemon.shutdown_grace`, and returns.
+    pub async fn run_daemon(&self, cancel: CancellationToken) -> anyhow::Result<()> {
+        let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+        let grace = self.shared.config.daemon.shutdown_grace;
+        let stats = Arc::new(PipelineStats::default());
+        let (tx, rx) = mpsc::channel::<PollJob>(64);
+        let pipeline = tokio::spawn(pipeline::run(self.shared.clone(), rx, stats));
+
+        let notifier = self.notifier.clone();
+        let (store, wake, notifier_cancel) = (
+            self.shared.store.clone(),
+            self.shared.outbox_wake.clone(),
+            cancel.child_token(),
+        );
+        let notifier_task =
+            tokio::spawn(async move { notifier.run(store, wake, notifier_cancel).await });
+
+        info!(
+            sources = self.specs.len(),
+            topics = self.shared.topics.len(),
+            "feedwatch running"
+        );
+        let scheduler_result = self.schedule(&owner, &tx, &cancel).await;
+        drop(tx);
+        info!("shutting down: scheduler stopped, draining in-flight work");
+
+        let drain = async {
+            match pipeline.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(error = %e, "pipeline stopped with a store error"),
+                Err(e) => warn!(error = %e, "pipeline task failed"),
+            }
+            cancel.cancel();
+            let _ = notifier_task.await;
+        };
+        if tokio::time::timeout(grace, drain).await.is_err() {
+            warn!(
+                ?grace,
+                "shutdown grace elapsed; abandoning unfinished polls (their leases expire, nothing committed is lost)"
+            );
+        }
+        self.shared.store.close().await;
+        info!("feedwatch stopped");
+        scheduler_result
+    }
+
+    async fn schedule(
+        &self,
+        owner: &str,
+        jobs: &mpsc::Sender<PollJob>,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let config = &self.shared.config;
+        // A poll holds its source this long at most; then another daemon may take it.
+        let lease = config.http.timeout * 4 + Duration::from_secs(300);
+        let mut store_failures = 0u32;
+        while !cancel.is_cancelled() {
+            let now = Utc::now();
+            let claimed = self
+                .shared
+                .store
+                .claim_due_sources(owner, now, now + chrono::Duration::from_std(lease)?, 64)
+                .await;
+            let wait = match claimed {
+                Ok(rows) => {
+                    store_failures = 0;
+                    for row in rows {
+                        if let Some(job) = self.job(row)
+                            && jobs.send(job).await.is_err()
+                        {
+                            return Ok(());
+                        }
+                    }
+                    match self.shared.store.next_poll_due(Utc::now()).await {
+                        Ok(Some(next)) => (next - Utc::now())
+                            .to_std()
+                            .unwrap_or(Duration::ZERO)
+                            .clamp(Duration::from_millis(100), Duration::from_secs(30)),
+                        Ok(None) => Duration::from_secs(30),
+                        Err(e) => {
+                            warn!(error = %e, "cannot read the schedule");
+                            Duration::from_secs(5)
+                        }
+                    }
+                }
+                Err(e) => {
+                    store_failures += 1;
+                    warn!(error = %e, failures = store_failures, "cannot claim due sources; retrying");
+                    Duration::from_secs(u64::from(store_failures.min(6)) * 5)
+                }
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = self.shared.schedule_wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,273 @@
+//! The notifier: the last stage. It reads the outbox (`deliveries`), never the
+//! pipeline, so an alert committed with its story survives any crash between
+//! "stored" and "sent". Due deliveries are claimed (the claim moves
+//! `next_attempt_at` forward and commits before the request), POSTed with
+//! Standard Webhooks headers, and recorded as delivered, retried with
+//! exponential backoff and jitter (honouring `Retry-After`), or dead.
+
+pub mod payload;
+pub mod signing;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures_util::StreamExt;
+use reqwest::StatusCode;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::{Config, DeliveryConfig, WebhookFormat};
+use crate::fetch::policy::{backoff, parse_retry_after};
+use crate::store::{Delivery, DeliveryResult, Store, StoreResult};
+use signing::SigningKey;
+
+/// One configured webhook, ready to send to.
+#[derive(Debug, Clone)]
+struct Target {
+    url: String,
+    key: SigningKey,
+}
+
+/// What one pass over the outbox did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryStats {
+    pub delivered: usize,
+    pub retried: usize,
+    pub dead: usize,
+}
+
+/// Sends due deliveries. Build once; cheap to share.
+pub struct Notifier {
+    client: reqwest::Client,
+    targets: HashMap<String, Target>,
+    names: Vec<String>,
+    config: DeliveryConfig,
+    per_webhook: HashMap<String, Arc<Semaphore>>,
+}
+
+/// How many deliveries one claim takes.
+const CLAIM_BATCH: i64 = 64;
+
+impl Notifier {
+    pub fn new(config: &Config) -> anyhow::Result<Notifier> {
+        crate::fetch::install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .user_agent(config.http.user_agent.clone())
+            .connect_timeout(config.delivery.timeout)
+            .timeout(config.delivery.timeout)
+            // A redirected POST would arrive as a GET: a 3xx is an error (DESIGN §6).
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        let mut targets = HashMap::new();
+        let mut per_webhook = HashMap::new();
+        for w in &config.webhooks {
+            targets.insert(
+                w.name().to_string(),
+                Target {
+                    url: w.url.clone(),
+                    key: SigningKey::parse(&w.secret)?,
+                },
+            );
+            per_webhook.insert(
+                w.name().to_string(),
+                Arc::new(Semaphore::new(config.delivery.concurrency)),
+            );
+        }
+        let mut names: Vec<String> = targets.keys().cloned().collect();
+        names.sort();
+        Ok(Notifier {
+            client,
+            targets,
+            names,
+            config: config.delivery.clone(),
+            per_webhook,
+        })
+    }
+
+    /// Attempts every delivery due now, once each. What fails stays pending.
+    pub async fn deliver_due(&self, store: &dyn Store) -> StoreResult<DeliveryStats> {
+        let mut stats = DeliveryStats::default();
+        if self.names.is_empty() {
+            return Ok(stats);
+        }
+        loop {
+            let now = Utc::now();
+            let lease = now
+                + chrono::Duration::from_std(self.config.timeout * 2 + Duration::from_secs(60))
+                    .unwrap_or(chrono::Duration::minutes(5));
+            let batch = store
+                .claim_due_deliveries(&self.names, now, lease, CLAIM_BATCH)
+                .await?;
+            if batch.is_empty() {
+                return Ok(stats);
+            }
+            let results: Vec<StoreResult<DeliveryResult>> = futures_util::stream::iter(batch)
+                .map(|d| self.attempt(store, d))
+                .buffer_unordered(self.config.concurrency * self.names.len())
+                .collect()
+                .await;
+            for r in results {
+                match r? {
+                    DeliveryResult::Delivered { .. } => stats.delivered += 1,
+                    DeliveryResult::Retry { .. } => stats.retried += 1,
+                    DeliveryResult::Dead { .. } => stats.dead += 1,
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, store: &dyn Store, d: Delivery) -> StoreResult<DeliveryResult> {
+        let result = match self.targets.get(&d.webhook) {
+            Some(target) => {
+                let _permit = match self.per_webhook.get(&d.webhook) {
+                    Some(s) => s.clone().acquire_owned().await.ok(),
+                    None => None,
+                };
+                self.send(target, &d).await
+            }
+            None => DeliveryResult::Retry {
+                status_code: None,
+                error: format!("webhook {:?} is not configured", d.webhook),
+                next_attempt_at: Utc::now() + chrono::Duration::hours(1),
+            },
+        };
+        match &result {
+            DeliveryResult::Delivered { status_code } => {
+                info!(delivery = %d.id, webhook = %d.webhook, event = %d.event, status = status_code, "delivered")
+            }
+            DeliveryResult::Retry {
+                error,
+                next_attempt_at,
+                ..
+            } => {
+                warn!(delivery = %d.id, webhook = %d.webhook, attempt = d.attempts + 1, %error, next = %next_attempt_at, "delivery failed, will retry")
+            }
+            DeliveryResult::Dead { error, .. } => {
+                warn!(delivery = %d.id, webhook = %d.webhook, attempt = d.attempts + 1, %error, "delivery dead")
+            }
+        }
+        store.record_delivery(d.id, &result, Utc::now()).await?;
+        Ok(result)
+    }
+
+    async fn send(&self, target: &Target, d: &Delivery) -> DeliveryResult {
+        let timestamp = Utc::now().timestamp();
+        let id = d.id.hyphenated().to_string();
+        let mut request = self
+            .client
+            .post(&target.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .body(d.payload.clone());
+        if let Some(sig) = target.key.sign(&id, timestamp, &d.payload) {
+            request = request.header("webhook-signature", sig);
+        }
+        let attempt = u32::try_from(d.attempts).unwrap_or(0) + 1;
+        match request.send().await {
+            Ok(resp) if resp.status().is_success() => DeliveryResult::Delivered {
+                status_code: i32::from(resp.status().as_u16()),
+            },
+            Ok(resp) => {
+                let status = resp.status();
+                let retry_after = parse_retry_after(resp.headers(), Utc::now());
+                let error = format!("receiver answered HTTP {status}");
+                if is_retryable(status) {
+                    self.retry_or_dead(attempt, Some(status.as_u16()), error, retry_after)
+                } else {
+                    DeliveryResult::Dead {
+                        status_code: Some(i32::from(status.as_u16())),
+                        error: if status.is_redirection() {
+                            format!("{error} (redirects are not followed)")
+                        } else {
+                            error
+                        },
+                    }
+                }
+            }
+            Err(e) => {
+                debug!(error = ?e, "webhook request failed");
+                let kind = if e.is_timeout() {
+                    "timed out"
+                } else {
+                    "connection failed"
+                };
+                self.retry_or_dead(attempt, None, format!("{kind}: {e}"), None)
+            }
+        }
+    }
+
+    fn retry_or_dead(
+        &self,
+        attempt: u32,
+        status: Option<u16>,
+        error: String,
+        retry_after: Option<Duration>,
+    ) -> DeliveryResult {
+        let status_code = status.map(i32::from);
+        if attempt >= self.config.max_attempts {
+            return DeliveryResult::Dead {
+                status_code,
+                error: format!("{error}; gave up after {attempt} attempts"),
+            };
+        }
+        let mut wait = backoff(attempt, self.config.backoff_base, self.config.backoff_max);
+        if let Some(ra) = retry_after {
+            wait = wait.max(ra.min(self.config.backoff_max));
+        }
+        DeliveryResult::Retry {
+            status_code,
+            error,
+            next_attempt_at: Utc::now()
+                + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(6)),
+        }
+    }
+
+    /// Delivers until `cancel`: wakes when a new delivery is queued (`wake`) or
+    /// the next pending one falls due.
+    pub async fn run(&self, store: Arc<dyn Store>, wake: Arc<Notify>, cancel: CancellationToken) {
+        if self.names.is_empty() {
+            return;
+        }
+        loop {
+            if let Err(e) = self.deliver_due(store.as_ref()).await {
+                warn!(error = %e, "outbox pass failed; retrying shortly");
+            }
+            let sleep_for = match store.next_delivery_due(&self.names).await {
+                Ok(Some(next)) => (next - Utc::now())
+                    .to_std()
+                    .unwrap_or(Duration::ZERO)
+                    .clamp(Duration::from_millis(50), Duration::from_secs(60)),
+                Ok(None) => Duration::from_secs(60),
+                Err(e) => {
+                    warn!(error = %e, "cannot read the outbox");
+                    Duration::from_secs(5)
+                }
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(sleep_for) => {}
+            }
+        }
+    }
+}
+
+/// 408, 429 and 5xx are worth retrying; other statuses are final.
+pub fn is_retryable(status: StatusCode) -> bool {
+    status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error()
+}
+
+/// Whether `format` wants Standard Webhooks headers only (all formats carry them).
+pub fn format_name(format: WebhookFormat) -> &'static str {
+    match format {
+        WebhookFormat::Json => "json",
+        WebhookFormat::Slack => "slack",
+        WebhookFormat::Discord => "discord",
+    }
+}
