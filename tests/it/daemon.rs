@@ -1,0 +1,66 @@
+//! `feedwatch run` as a user runs it: a long-lived process that polls, alerts,
+//! and on SIGTERM stops polling, drains and exits 0 with nothing half-written.
+
+use std::time::Duration;
+
+use crate::both_backends;
+use crate::support::http::{Receiver, Resource, Site};
+use crate::support::*;
+
+async fn run_polls_alerts_and_exits_cleanly_on_sigterm(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let site = Site::start().await;
+    site.put(
+        "/hkfp/feed/",
+        Resource::ok(
+            "application/rss+xml",
+            render_fixture("feeds/hkfp.xml", &site.base()),
+        ),
+    );
+    let receiver = Receiver::start().await;
+    let config = TestConfig::write(&format!(
+        "{}\n[[sources]]\nname = \"hkfp\"\nkind = \"feed\"\nurl = \"{}\"\ninterval = \"1s\"\n{TEST_TOPICS}\
+         [[webhooks]]\nname = \"w\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n",
+        config_head(&db.url),
+        site.url("/hkfp/feed/"),
+        receiver.url()
+    ));
+    let mut child = command(&["run", "--config", config.path.to_str().unwrap()])
+        .spawn()
+        .expect("spawn feedwatch run");
+
+    // Two matched stories in the feed: the daemon polls and alerts both.
+    let received = receiver.wait_for(2, Duration::from_secs(30)).await;
+    assert!(received.iter().all(verify_signature));
+    // It keeps polling on its interval (conditionally).
+    site.wait_for_requests("/hkfp/feed/", 2, Duration::from_secs(10))
+        .await;
+
+    let pid = child.id().expect("pid") as i32;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits within the 10s grace period")
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+
+    let store = feedwatch::store::connect(&db.url, 2).await.unwrap();
+    let counts = store.counts().await.unwrap();
+    assert_eq!(counts.stories, 3);
+    assert_eq!(counts.matches, 2);
+    assert_eq!(
+        counts.deliveries_delivered, 2,
+        "every stored match was delivered"
+    );
+    assert_eq!(counts.deliveries_pending, 0);
+    assert_eq!(receiver.received().len(), 2, "no alert was sent twice");
+    store.close().await;
+    db.cleanup().await;
+}
+both_backends!(run_polls_alerts_and_exits_cleanly_on_sigterm);

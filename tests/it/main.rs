@@ -1,0 +1,18 @@
+//! One integration-test binary for feedwatch; each module is one area.
+//! Everything runs on loopback: feeds, pages and webhook receivers are local
+//! servers, and every store-facing test runs on SQLite and on Postgres.
+
+// Helpers shared by all areas; not every area uses every helper.
+#[allow(dead_code)]
+mod support;
+
+// `feedwatch once` end to end: feeds → store → signed webhooks.
+mod once;
+// `feedwatch run` as a process: polling, SIGTERM, drain.
+mod daemon;
+// Bad configuration files and the exit code 2.
+mod config_cli;
+// The Store contract on both backends.
+mod store;
+// Webhook delivery: retries, dead letters, max_age.
+mod delivery;

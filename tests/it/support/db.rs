@@ -1,0 +1,242 @@
+//! Test databases on both backends. SQLite: a file in a temporary directory.
+//! Postgres: a fresh `t_<uuid>` database per test on the server named by
+//! `FEEDWATCH_TEST_DATABASE_URL`, or else on a throwaway cluster started with
+//! the system's `initdb`/`pg_ctl` (stopped when the test process exits). With
+//! `FEEDWATCH_REQUIRE_POSTGRES=1` a missing Postgres fails the test instead of
+//! skipping it.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+use tempfile::TempDir;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database that lives as long as the test.
+pub struct TestDb {
+    pub url: String,
+    pub backend: Backend,
+    _dir: Option<TempDir>,
+    pg: Option<(String, String)>,
+}
+
+impl TestDb {
+    /// A fresh, empty database, or `None` when Postgres is unavailable and not required.
+    pub async fn new(backend: Backend) -> Option<TestDb> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("feedwatch.db").display());
+                Some(TestDb {
+                    url,
+                    backend,
+                    _dir: Some(dir),
+                    pg: None,
+                })
+            }
+            Backend::Postgres => {
+                let admin = postgres_admin_url()?;
+                let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = PgConnection::connect(&admin)
+                    .await
+                    .expect("connect to the Postgres admin database");
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
+                let _ = conn.close().await;
+                let url = with_database(&admin, &name);
+                Some(TestDb {
+                    url,
+                    backend,
+                    _dir: None,
+                    pg: Some((admin, name)),
+                })
+            }
+        }
+    }
+
+    /// Drops a Postgres test database (SQLite files go with the temp dir).
+    pub async fn cleanup(self) {
+        if let Some((admin, name)) = &self.pg
+            && let Ok(mut conn) = PgConnection::connect(admin).await
+        {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await;
+            let _ = conn.close().await;
+        }
+    }
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let mut u = url::Url::parse(url).expect("Postgres URL");
+    u.set_path(&format!("/{db}"));
+    u.to_string()
+}
+
+fn required() -> bool {
+    std::env::var("FEEDWATCH_REQUIRE_POSTGRES").is_ok_and(|v| v == "1" || v == "true")
+}
+
+/// The admin URL of the Postgres the tests use, discovered once per process.
+pub fn postgres_admin_url() -> Option<String> {
+    static ADMIN: OnceLock<Option<String>> = OnceLock::new();
+    let admin = ADMIN
+        .get_or_init(|| {
+            let found = match std::env::var("FEEDWATCH_TEST_DATABASE_URL") {
+                Ok(url) if !url.is_empty() => Some(url),
+                _ => match start_throwaway_cluster() {
+                    Ok(url) => Some(url),
+                    Err(why) => {
+                        eprintln!(
+                            "Postgres tests skipped: no FEEDWATCH_TEST_DATABASE_URL and {why}"
+                        );
+                        None
+                    }
+                },
+            };
+            if let Some(url) = &found {
+                sweep_stale_databases(url);
+            }
+            found
+        })
+        .clone();
+    if admin.is_none() && required() {
+        panic!(
+            "FEEDWATCH_REQUIRE_POSTGRES=1 but no Postgres is available: set FEEDWATCH_TEST_DATABASE_URL"
+        );
+    }
+    admin
+}
+
+/// Drops `t_%` databases left by earlier runs that died before cleaning up.
+fn sweep_stale_databases(admin: &str) {
+    let admin = admin.to_string();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let Ok(mut conn) = PgConnection::connect(&admin).await else {
+                return;
+            };
+            // Only databases older than this process's start are stale; ours are new.
+            let stale: Vec<String> = sqlx::query_scalar(
+                "SELECT d.datname::text FROM pg_database d \
+                 WHERE d.datname LIKE 't\\_%' AND NOT EXISTS \
+                   (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_default();
+            for name in stale {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await;
+            }
+        });
+    })
+    .join()
+    .ok();
+}
+
+/// Starts a private cluster on a free port; a watcher process stops it and
+/// removes its directory when this test process exits.
+fn start_throwaway_cluster() -> Result<String, String> {
+    let bin = std::fs::read_dir("/usr/lib/postgresql")
+        .map_err(|_| "no /usr/lib/postgresql (PostgreSQL server not installed)".to_string())?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("bin"))
+        .find(|p| p.join("initdb").exists())
+        .ok_or("no initdb under /usr/lib/postgresql")?;
+    let dir: PathBuf = std::env::temp_dir().join(format!("feedwatch-pg-{}", std::process::id()));
+    let data = dir.join("data");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let as_postgres = |program: PathBuf| {
+        if is_root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
+        }
+    };
+    if is_root {
+        Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&dir)
+            .status()
+            .map_err(|e| e.to_string())?;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let ok = as_postgres(bin.join("initdb"))
+        .args(["-A", "trust", "-U", "postgres", "-D"])
+        .arg(&data)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !ok.status.success() {
+        return Err(format!(
+            "initdb failed: {}",
+            String::from_utf8_lossy(&ok.stderr)
+        ));
+    }
+    let opts = format!(
+        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off",
+        dir.display()
+    );
+    let ok = as_postgres(bin.join("pg_ctl"))
+        .args(["-w", "-D"])
+        .arg(&data)
+        .args(["-o", &opts, "-l"])
+        .arg(dir.join("log"))
+        .arg("start")
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !ok.status.success() {
+        return Err(format!(
+            "pg_ctl start failed: {}",
+            String::from_utf8_lossy(&ok.stderr)
+        ));
+    }
+    // Stop the cluster when this process is gone, however it ends.
+    let stop = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {runas}{pg_ctl} -D {data} -m immediate stop >/dev/null 2>&1; rm -rf {dir}",
+        pid = std::process::id(),
+        runas = if is_root {
+            "runuser -u postgres -- "
+        } else {
+            ""
+        },
+        pg_ctl = bin.join("pg_ctl").display(),
+        data = data.display(),
+        dir = dir.display(),
+    );
+    Command::new("setsid")
+        .args(["sh", "-c", &stop])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start the cluster watcher: {e}"))?;
+    Ok(format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+}

@@ -1,0 +1,269 @@
+//! Local HTTP servers on loopback: a site that serves feeds and pages (with
+//! ETag/Last-Modified so conditional GETs can be observed) and a webhook
+//! receiver that records every request and lets a test await a count.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
+use tokio::sync::watch;
+
+/// One resource of the test site.
+#[derive(Clone)]
+pub struct Resource {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+    pub etag: Option<String>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Resource {
+    pub fn ok(content_type: &str, body: impl Into<Vec<u8>>) -> Resource {
+        let body = body.into();
+        let etag = format!(
+            "\"{}\"",
+            blake3::hash(&body).to_hex().as_str()[..16].to_owned()
+        );
+        Resource {
+            status: 200,
+            content_type: content_type.to_string(),
+            body,
+            etag: Some(etag),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn status(status: u16) -> Resource {
+        Resource {
+            status,
+            content_type: "text/plain".into(),
+            body: format!("status {status}").into_bytes(),
+            etag: None,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Resource {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+}
+
+/// A request the site saw.
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub status: u16,
+}
+
+struct SiteState {
+    resources: Mutex<HashMap<String, Resource>>,
+    seen: Mutex<Vec<SeenRequest>>,
+    count: watch::Sender<usize>,
+}
+
+/// A local website.
+#[derive(Clone)]
+pub struct Site {
+    pub addr: SocketAddr,
+    state: Arc<SiteState>,
+}
+
+impl Site {
+    pub async fn start() -> Site {
+        let state = Arc::new(SiteState {
+            resources: Mutex::new(HashMap::new()),
+            seen: Mutex::new(Vec::new()),
+            count: watch::channel(0).0,
+        });
+        let app = Router::new().fallback(serve).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Site { addr, state }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base())
+    }
+
+    pub fn put(&self, path: &str, resource: Resource) {
+        self.state
+            .resources
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), resource);
+    }
+
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    pub fn requests_to(&self, path: &str) -> Vec<SeenRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .collect()
+    }
+
+    /// Waits until `path` was requested at least `n` times; panics after `timeout`.
+    pub async fn wait_for_requests(&self, path: &str, n: usize, timeout: Duration) {
+        let mut rx = self.state.count.subscribe();
+        let seen = || self.requests_to(path).len();
+        tokio::time::timeout(timeout, rx.wait_for(|_| seen() >= n))
+            .await
+            .unwrap_or_else(|_| panic!("{path} requested {} times, expected {n}", seen()))
+            .unwrap();
+    }
+}
+
+async fn serve(State(state): State<Arc<SiteState>>, uri: Uri, headers: HeaderMap) -> Response {
+    let path = uri.path().to_string();
+    let resource = state.resources.lock().unwrap().get(&path).cloned();
+    let response = match resource {
+        None => Response::builder()
+            .status(404)
+            .body(Body::from("not found"))
+            .unwrap(),
+        Some(r) => {
+            let not_modified = r.status == 200
+                && r.etag.is_some()
+                && headers
+                    .get("if-none-match")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| Some(v) == r.etag.as_deref());
+            if not_modified {
+                Response::builder().status(304).body(Body::empty()).unwrap()
+            } else {
+                let mut b = Response::builder()
+                    .status(r.status)
+                    .header("content-type", &r.content_type);
+                if let Some(etag) = &r.etag {
+                    b = b.header("etag", etag);
+                }
+                for (k, v) in &r.headers {
+                    b = b.header(k, v);
+                }
+                b.body(Body::from(r.body.clone())).unwrap()
+            }
+        }
+    };
+    let n = {
+        let mut seen = state.seen.lock().unwrap();
+        seen.push(SeenRequest {
+            path,
+            headers,
+            status: response.status().as_u16(),
+        });
+        seen.len()
+    };
+    state.count.send_replace(n);
+    response
+}
+
+/// A webhook request as received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).expect("webhook body is JSON")
+    }
+}
+
+struct ReceiverState {
+    received: Mutex<Vec<Received>>,
+    count: watch::Sender<usize>,
+    /// Statuses to answer with, in order; 200 once they run out.
+    script: Mutex<Vec<u16>>,
+}
+
+/// A webhook receiver.
+#[derive(Clone)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    state: Arc<ReceiverState>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        Self::start_scripted(Vec::new()).await
+    }
+
+    /// A receiver that answers with `statuses` in turn, then 200.
+    pub async fn start_scripted(statuses: Vec<u16>) -> Receiver {
+        let (count, _) = watch::channel(0);
+        let state = Arc::new(ReceiverState {
+            received: Mutex::new(Vec::new()),
+            count,
+            script: Mutex::new(statuses.into_iter().rev().collect()),
+        });
+        let app = Router::new().fallback(receive).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Receiver { addr, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` requests arrived; panics after `timeout`.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        let mut rx = self.state.count.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|c| *c >= n))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "webhook receiver got {} requests, expected {n} within {timeout:?}",
+                    self.received().len()
+                )
+            })
+            .unwrap();
+        self.received()
+    }
+}
+
+async fn receive(
+    State(state): State<Arc<ReceiverState>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    assert_eq!(method, Method::POST, "webhooks are POSTed");
+    state.received.lock().unwrap().push(Received {
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    });
+    let n = state.received.lock().unwrap().len();
+    state.count.send_replace(n);
+    let status = state.script.lock().unwrap().pop().unwrap_or(200);
+    StatusCode::from_u16(status).unwrap()
+}
