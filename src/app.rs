@@ -15,10 +15,10 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{Config, SourceConfig};
+use crate::config::Config;
 use crate::fetch::Fetcher;
 use crate::notify::{DeliveryStats, Notifier};
-use crate::pipeline::{self, PipelineStats, PollJob, Shared};
+use crate::pipeline::{self, PipelineStats, PollJob, Shared, SourcePlan};
 use crate::store::{self, SourceRow, SourceSpec, SourceState, Store};
 use crate::topics::TopicSet;
 
@@ -26,7 +26,7 @@ use crate::topics::TopicSet;
 pub struct App {
     shared: Shared,
     notifier: Arc<Notifier>,
-    specs: HashMap<String, SourceConfig>,
+    plans: HashMap<String, Arc<SourcePlan>>,
 }
 
 /// What `once` did.
@@ -59,11 +59,11 @@ impl App {
         info!(backend = store.backend(), url = %crate::config::redact_url(&config.database.url), "store ready");
         let fetcher = Fetcher::new(&config.http).context("building the HTTP client")?;
         let notifier = Notifier::new(&config).context("building the webhook client")?;
-        let specs = config
+        let plans = config
             .sources
             .iter()
-            .map(|s| (s.name().to_string(), s.clone()))
-            .collect();
+            .map(|s| Ok((s.name().to_string(), Arc::new(SourcePlan::new(s)?))))
+            .collect::<anyhow::Result<_>>()?;
         let app = App {
             shared: Shared {
                 config: Arc::new(config),
@@ -74,7 +74,7 @@ impl App {
                 schedule_wake: Arc::new(Notify::new()),
             },
             notifier: Arc::new(notifier),
-            specs,
+            plans,
         };
         app.sync_sources().await?;
         Ok(app)
@@ -105,8 +105,8 @@ impl App {
     }
 
     fn job(&self, row: SourceRow) -> Option<PollJob> {
-        let spec = self.specs.get(&row.name)?.clone();
-        Some(PollJob { row, spec })
+        let plan = self.plans.get(&row.name)?.clone();
+        Some(PollJob { row, plan })
     }
 
     /// Polls every enabled source once, stores what it finds, attempts every due
@@ -169,7 +169,7 @@ impl App {
             tokio::spawn(async move { notifier.run(store, wake, notifier_cancel).await });
 
         info!(
-            sources = self.specs.len(),
+            sources = self.plans.len(),
             topics = self.shared.topics.len(),
             "feedwatch running"
         );

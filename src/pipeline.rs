@@ -23,11 +23,12 @@ use url::Url;
 
 use crate::config::{Config, EventKind, SourceConfig, SourceKind};
 use crate::dedup;
+use crate::extract::{self, CompiledSelectors, PageSelectors};
 use crate::fetch::policy::{jittered, source_retry_delay};
 use crate::fetch::{FetchError, FetchOutcome, Fetcher, Validators};
 use crate::normalize::{RawStory, Story, normalize};
 use crate::notify::payload::{self, SourceHealth};
-use crate::source::feed::parse_feed;
+use crate::source::feed::{FeedEntry, parse_feed};
 use crate::store::{
     NewStory, OutboxEntry, PollRecord, SaveOutcome, SourceRow, SourceState, Store, StoreError,
 };
@@ -49,22 +50,91 @@ pub struct Shared {
     pub schedule_wake: Arc<Notify>,
 }
 
-/// A source claimed for one poll.
-#[derive(Debug, Clone)]
-pub struct PollJob {
-    pub row: SourceRow,
+/// A configured source with what its polls need compiled once.
+pub struct SourcePlan {
     pub spec: SourceConfig,
+    /// The source's `[sources.select]` selectors for article pages.
+    pub selectors: CompiledSelectors,
+    /// `links` of an html source.
+    pub links: Option<scraper::Selector>,
 }
 
+impl SourcePlan {
+    /// Compiles the source's selectors; the error names the source and the selector.
+    pub fn new(spec: &SourceConfig) -> anyhow::Result<SourcePlan> {
+        let opt = |s: &str| (!s.trim().is_empty()).then(|| s.to_string());
+        let selectors = CompiledSelectors::compile(&PageSelectors {
+            title: opt(&spec.select.title),
+            body: opt(&spec.select.body),
+            published: opt(&spec.select.published),
+            author: opt(&spec.select.author),
+        })
+        .map_err(|e| anyhow::anyhow!("source {:?}: {e}", spec.name()))?;
+        let links = match spec.links.as_deref().map(str::trim) {
+            Some(css) if !css.is_empty() => Some(
+                extract::compile_link_selector(css)
+                    .map_err(|e| anyhow::anyhow!("source {:?}: {e}", spec.name()))?,
+            ),
+            _ => None,
+        };
+        Ok(SourcePlan {
+            spec: spec.clone(),
+            selectors,
+            links,
+        })
+    }
+
+    /// Whether article pages at `url` may be fetched for this source: the
+    /// source's own host (a leading `www.` aside, same port) or one of `allow_hosts`.
+    pub fn may_follow(&self, source_url: &Url, url: &Url) -> bool {
+        if !matches!(url.scheme(), "http" | "https") {
+            return false;
+        }
+        let site = |u: &Url| {
+            u.host_str().map(|h| {
+                h.to_ascii_lowercase()
+                    .trim_start_matches("www.")
+                    .to_string()
+            })
+        };
+        let (Some(host), port) = (site(url), url.port_or_known_default()) else {
+            return false;
+        };
+        if site(source_url).as_deref() == Some(host.as_str())
+            && source_url.port_or_known_default() == port
+        {
+            return true;
+        }
+        self.spec.allow_hosts.iter().any(|allowed| {
+            let allowed = allowed.trim().to_ascii_lowercase();
+            let (h, p) = match allowed.rsplit_once(':') {
+                Some((h, p)) if p.parse::<u16>().is_ok() => (h.to_string(), p.parse::<u16>().ok()),
+                _ => (allowed.clone(), None),
+            };
+            h.trim_start_matches("www.") == host && p.is_none_or(|p| Some(p) == port)
+        })
+    }
+}
+
+/// A source claimed for one poll.
+#[derive(Clone)]
+pub struct PollJob {
+    pub row: SourceRow,
+    pub plan: Arc<SourcePlan>,
+}
+
+/// Most article pages fetched in one poll of a source; the rest wait for the next.
+const MAX_PAGES_PER_POLL: usize = 50;
+
 /// How a poll ended, before it is recorded.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct PollEnd {
     job: PollJob,
     polled_at: DateTime<Utc>,
     result: Result<PollSuccess, PollFailure>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct PollSuccess {
     status: i32,
     validators: Validators,
@@ -118,7 +188,7 @@ pub async fn run(
             while polls.len() >= poll_shared.config.http.global_concurrency {
                 polls.join_next().await;
             }
-            let span = info_span!("poll", source = %job.spec.name(), url = %job.spec.url);
+            let span = info_span!("poll", source = %job.plan.spec.name(), url = %job.row.url);
             polls.spawn(poll_source(poll_shared.clone(), job, item_tx.clone()).instrument(span));
         }
         while polls.join_next().await.is_some() {}
@@ -135,13 +205,9 @@ pub async fn run(
 
 async fn poll_source(shared: Shared, job: PollJob, out: mpsc::Sender<Item>) {
     let polled_at = Utc::now();
-    let result = match job.spec.kind {
+    let result = match job.plan.spec.kind {
         SourceKind::Feed => poll_feed(&shared, &job, polled_at, &out).await,
-        SourceKind::Html => Err(PollFailure {
-            status: None,
-            message: "kind = \"html\" sources are not supported by this version yet".into(),
-            retry_after: None,
-        }),
+        SourceKind::Html => poll_listing(&shared, &job, polled_at, &out).await,
     };
     let _ = out
         .send(Item::Done(Box::new(PollEnd {
@@ -202,25 +268,251 @@ async fn poll_feed(
     })?;
     let entries = parsed.entries.len();
     for entry in parsed.entries {
-        let raw = RawStory {
-            source_id: job.row.id,
-            source_name: job.spec.name().to_string(),
-            link: entry.link,
-            guid: entry.guid,
-            rel_canonical: None,
-            title: entry.title,
-            summary_html: entry.summary_html,
-            body_html: entry.content_html,
-            body_is_text: false,
-            author: entry.author,
-            published: entry.published,
-            fetched_at,
+        let raw = match wants_page(&job.plan.spec, &entry) {
+            Some(link) if job.plan.may_follow(&url, link) => {
+                match with_full_text(shared, job, &entry, link.clone(), fetched_at).await {
+                    PageOutcome::Story(raw) => *raw,
+                    PageOutcome::Known => continue,
+                    PageOutcome::Failed => feed_story(job, entry, fetched_at),
+                }
+            }
+            _ => feed_story(job, entry, fetched_at),
         };
         if out.send(Item::Story(Box::new(raw))).await.is_err() {
             break;
         }
     }
     info!(entries, status, "polled");
+    Ok(PollSuccess {
+        status,
+        validators: new_validators,
+    })
+}
+
+fn feed_story(job: &PollJob, entry: FeedEntry, fetched_at: DateTime<Utc>) -> RawStory {
+    RawStory {
+        source_id: job.row.id,
+        source_name: job.plan.spec.name().to_string(),
+        link: entry.link,
+        guid: entry.guid,
+        rel_canonical: None,
+        title: entry.title,
+        summary_html: entry.summary_html,
+        body_html: entry.content_html,
+        body_is_text: false,
+        author: entry.author,
+        published: entry.published,
+        fetched_at,
+    }
+}
+
+/// The entry's page, when its full text should be fetched: always with
+/// `full_text = true`, otherwise when the feed gives no body or only an excerpt.
+fn wants_page<'e>(spec: &SourceConfig, entry: &'e FeedEntry) -> Option<&'e Url> {
+    let link = entry.link.as_ref()?;
+    if spec.full_text {
+        return Some(link);
+    }
+    let has_body = entry
+        .content_html
+        .as_deref()
+        .is_some_and(|c| !c.trim().is_empty());
+    if has_body {
+        return None;
+    }
+    let summary = entry.summary_html.as_deref().unwrap_or("");
+    let excerpt = summary.trim().is_empty()
+        || summary.contains("[&#8230;]")
+        || summary.contains("[…]")
+        || summary.contains("[...]")
+        || summary.contains("[&hellip;]");
+    excerpt.then_some(link)
+}
+
+enum PageOutcome {
+    Story(Box<RawStory>),
+    /// Already stored: not fetched again (pages are fetched once).
+    Known,
+    /// The page could not be had; the feed's own text is used.
+    Failed,
+}
+
+/// Fetches an entry's page and builds the story from its full text, keeping the
+/// feed's title, date and author where the page lacks them.
+async fn with_full_text(
+    shared: &Shared,
+    job: &PollJob,
+    entry: &FeedEntry,
+    link: Url,
+    fetched_at: DateTime<Utc>,
+) -> PageOutcome {
+    match fetch_article(shared, job, &link).await {
+        ArticleOutcome::Known => PageOutcome::Known,
+        ArticleOutcome::Failed => PageOutcome::Failed,
+        ArticleOutcome::Article(article, final_url) => {
+            let article = *article;
+            if article.body.trim().is_empty() {
+                return PageOutcome::Failed;
+            }
+            PageOutcome::Story(Box::new(RawStory {
+                source_id: job.row.id,
+                source_name: job.plan.spec.name().to_string(),
+                link: Some(final_url),
+                guid: entry.guid.clone(),
+                rel_canonical: article.canonical_url,
+                title: entry.title.clone().or(article.title),
+                summary_html: entry.summary_html.clone().or(article.description),
+                body_html: Some(article.body),
+                body_is_text: true,
+                author: entry.author.clone().or(article.author),
+                published: if entry.date_was_missing {
+                    article.published.or(entry.published)
+                } else {
+                    entry.published
+                },
+                fetched_at,
+            }))
+        }
+    }
+}
+
+enum ArticleOutcome {
+    Article(Box<extract::Article>, Url),
+    Known,
+    Failed,
+}
+
+/// Fetches and extracts one article page unless a story from it is stored.
+async fn fetch_article(shared: &Shared, job: &PollJob, link: &Url) -> ArticleOutcome {
+    let canonical = dedup::canonicalize_url(link);
+    match shared
+        .store
+        .story_exists(link.as_str(), canonical.as_str())
+        .await
+    {
+        Ok(true) => return ArticleOutcome::Known,
+        Ok(false) => {}
+        Err(e) => {
+            warn!(url = %link, error = %e, "cannot check whether the page is stored");
+            return ArticleOutcome::Failed;
+        }
+    }
+    let page = match shared.fetcher.get(link, &Validators::default()).await {
+        Ok(FetchOutcome::Fetched(page)) => page,
+        Ok(FetchOutcome::NotModified) => return ArticleOutcome::Failed,
+        Err(e) => {
+            warn!(url = %link, error = %e, "article page not fetched");
+            return ArticleOutcome::Failed;
+        }
+    };
+    let plan = job.plan.clone();
+    let final_url = page.final_url.clone();
+    let page_url = page.final_url.clone();
+    let article = tokio::task::spawn_blocking(move || {
+        let html = extract::decode_page(&page.body, page.content_type.as_deref());
+        extract::extract_article(&html, &page_url, &plan.selectors)
+    })
+    .await;
+    match article {
+        Ok(article) => ArticleOutcome::Article(Box::new(article), final_url),
+        Err(e) => {
+            warn!(url = %link, error = %e, "article extraction failed");
+            ArticleOutcome::Failed
+        }
+    }
+}
+
+/// Polls an html source: the listing page's links on allowed hosts, each new
+/// one fetched and extracted as a story.
+async fn poll_listing(
+    shared: &Shared,
+    job: &PollJob,
+    fetched_at: DateTime<Utc>,
+    out: &mpsc::Sender<Item>,
+) -> Result<PollSuccess, PollFailure> {
+    let url = Url::parse(&job.row.url).map_err(|e| PollFailure {
+        status: None,
+        message: format!("bad URL {:?}: {e}", job.row.url),
+        retry_after: None,
+    })?;
+    let Some(selector) = job.plan.links.clone() else {
+        return Err(PollFailure {
+            status: None,
+            message: "html source without a `links` selector".into(),
+            retry_after: None,
+        });
+    };
+    let validators = Validators {
+        etag: job.row.etag.clone(),
+        last_modified: job.row.last_modified.clone(),
+    };
+    let page = match shared.fetcher.get(&url, &validators).await {
+        Ok(FetchOutcome::NotModified) => {
+            return Ok(PollSuccess {
+                status: 304,
+                validators,
+            });
+        }
+        Ok(FetchOutcome::Fetched(f)) => f,
+        Err(e) => return Err(fetch_failure(e)),
+    };
+    let status = i32::from(page.status);
+    let new_validators = page.validators.clone();
+    let page_url = page.final_url.clone();
+    let links = tokio::task::spawn_blocking(move || {
+        let html = extract::decode_page(&page.body, page.content_type.as_deref());
+        extract::extract_links(&html, &page_url, &selector)
+    })
+    .await
+    .map_err(|e| PollFailure {
+        status: Some(status),
+        message: format!("listing page parser crashed: {e}"),
+        retry_after: None,
+    })?;
+    let found = links.len();
+    let (allowed, refused): (Vec<Url>, Vec<Url>) = links
+        .into_iter()
+        .partition(|l| job.plan.may_follow(&url, l));
+    if !refused.is_empty() {
+        debug!(refused = refused.len(), first = %refused[0], "links to hosts not in allow_hosts skipped");
+    }
+    let mut fetched = 0;
+    for link in allowed {
+        if fetched >= MAX_PAGES_PER_POLL {
+            info!(
+                limit = MAX_PAGES_PER_POLL,
+                "page limit reached; the rest waits for the next poll"
+            );
+            break;
+        }
+        let (article, final_url) = match fetch_article(shared, job, &link).await {
+            ArticleOutcome::Known => continue,
+            ArticleOutcome::Failed => {
+                fetched += 1;
+                continue;
+            }
+            ArticleOutcome::Article(a, u) => (*a, u),
+        };
+        fetched += 1;
+        let raw = RawStory {
+            source_id: job.row.id,
+            source_name: job.plan.spec.name().to_string(),
+            link: Some(final_url),
+            guid: None,
+            rel_canonical: article.canonical_url,
+            title: article.title,
+            summary_html: article.description,
+            body_html: Some(article.body),
+            body_is_text: true,
+            author: article.author,
+            published: Some(article.published.unwrap_or(fetched_at)),
+            fetched_at,
+        };
+        if out.send(Item::Story(Box::new(raw))).await.is_err() {
+            break;
+        }
+    }
+    info!(links = found, pages = fetched, status, "polled listing");
     Ok(PollSuccess {
         status,
         validators: new_validators,
@@ -377,7 +669,7 @@ async fn finish_poll(
     end: PollEnd,
 ) -> Result<(), StoreError> {
     let config = &shared.config;
-    let interval = config.interval_of(&end.job.spec);
+    let interval = config.interval_of(&end.job.plan.spec);
     let now = Utc::now();
     let record = match &end.result {
         Ok(ok) => {
@@ -402,9 +694,9 @@ async fn finish_poll(
                 _ => SourceState::Active,
             };
             if state == SourceState::Gone {
-                error!(source = %end.job.spec.name(), "the server says the feed is gone (HTTP 410); source disabled until its URL changes");
+                error!(source = %end.job.plan.spec.name(), "the server says the feed is gone (HTTP 410); source disabled until its URL changes");
             } else {
-                warn!(source = %end.job.spec.name(), error = %fail.message, failures, "poll failed");
+                warn!(source = %end.job.plan.spec.name(), error = %fail.message, failures, "poll failed");
             }
             let wait = source_retry_delay(
                 failures,
@@ -438,7 +730,7 @@ async fn finish_poll(
         let since = change.since.unwrap_or(end.polled_at);
         let health = SourceHealth {
             id: end.job.row.id,
-            name: end.job.spec.name(),
+            name: end.job.plan.spec.name(),
             url: &end.job.row.url,
             consecutive_failures: change.after.max(change.before),
             since: Some(since),
@@ -459,7 +751,7 @@ async fn finish_poll(
             end.job.row.id,
             since.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
         );
-        info!(source = %end.job.spec.name(), event = event.as_str(), "source health changed");
+        info!(source = %end.job.plan.spec.name(), event = event.as_str(), "source health changed");
         if !entries.is_empty()
             && shared
                 .store

@@ -255,8 +255,9 @@ pub trait Store: Send + Sync + 'static {
     /// Records a poll's outcome, releases the lease, and reports the failure streak.
     async fn finish_poll(&self, record: &PollRecord) -> StoreResult<StreakChange>;
 
-    /// Whether a story with this canonical URL is stored (pages are fetched once).
-    async fn story_exists(&self, canonical_url: &str) -> StoreResult<bool>;
+    /// Whether a story from this page URL, or with this canonical URL, is stored
+    /// (article pages are fetched once).
+    async fn story_exists(&self, url: &str, canonical_url: &str) -> StoreResult<bool>;
 
     /// Stores a story with its matches and, when it is new and not a duplicate,
     /// its outbox rows — all in one transaction.

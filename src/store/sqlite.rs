@@ -348,12 +348,14 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn story_exists(&self, canonical_url: &str) -> StoreResult<bool> {
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM stories WHERE canonical_url = ?1")
-                .bind(canonical_url)
-                .fetch_optional(&self.pool)
-                .await?;
+    async fn story_exists(&self, url: &str, canonical_url: &str) -> StoreResult<bool> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM stories WHERE canonical_url = ?2 OR url = ?1 LIMIT 1",
+        )
+        .bind(url)
+        .bind(canonical_url)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(found.is_some())
     }
 

@@ -8,6 +8,13 @@ use crate::both_backends;
 use crate::support::http::{Receiver, Resource, Site};
 use crate::support::*;
 
+/// Distinct stories, so that dedup does not fold them into one.
+const BODIES: [&str; 3] = [
+    "Washington raised tariffs on Chinese steel again, and Beijing promised a measured response.",
+    "Brussels will impose provisional tariffs on imported solar glass after an anti-dumping probe.",
+    "Seoul and Tokyo agreed to cut tariffs on each other's machine tools from next spring.",
+];
+
 fn feed_with_ages(hours: &[i64]) -> String {
     let items: String = hours
         .iter()
@@ -16,7 +23,8 @@ fn feed_with_ages(hours: &[i64]) -> String {
             let date = (chrono::Utc::now() - chrono::Duration::hours(*h)).to_rfc2822();
             format!(
                 "<item><title>Steel tariffs story {i}</title><link>https://example.org/news/{i}/</link>\
-                 <pubDate>{date}</pubDate><description>New tariffs on steel, story number {i}.</description></item>"
+                 <pubDate>{date}</pubDate><description>{}</description></item>",
+                BODIES[i % BODIES.len()]
             )
         })
         .collect();

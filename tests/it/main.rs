@@ -14,5 +14,7 @@ mod daemon;
 mod config_cli;
 // The Store contract on both backends.
 mod store;
+// Article pages: full text for excerpt feeds, html listing sources.
+mod pages;
 // Webhook delivery: retries, dead letters, max_age.
 mod delivery;
