@@ -128,10 +128,7 @@ impl App {
             }
         }
         drop(tx);
-        pipeline
-            .await
-            .context("pipeline task panicked")?
-            .context("storing stories")?;
+        pipeline.await.context("pipeline task panicked")?;
         let deliveries = self
             .notifier
             .deliver_due(self.shared.store.as_ref())
@@ -178,10 +175,8 @@ impl App {
         info!("shutting down: scheduler stopped, draining in-flight work");
 
         let drain = async {
-            match pipeline.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => warn!(error = %e, "pipeline stopped with a store error"),
-                Err(e) => warn!(error = %e, "pipeline task failed"),
+            if let Err(e) = pipeline.await {
+                warn!(error = %e, "pipeline task failed");
             }
             cancel.cancel();
             let _ = notifier_task.await;

@@ -11,6 +11,7 @@
 //!    and health are recorded — after its stories, so a crash in between makes
 //!    the next poll fetch them again rather than skip them behind a 304.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -170,13 +171,9 @@ pub struct PipelineStats {
 }
 
 /// Runs the three stages over the jobs received on `jobs` until that channel
-/// closes and everything in flight is stored. Returns early only when the
-/// store fails.
-pub async fn run(
-    shared: Shared,
-    mut jobs: mpsc::Receiver<PollJob>,
-    stats: Arc<PipelineStats>,
-) -> Result<(), StoreError> {
+/// closes and everything in flight is stored (or, after retries, given up to
+/// be fetched again by the next poll).
+pub async fn run(shared: Shared, mut jobs: mpsc::Receiver<PollJob>, stats: Arc<PipelineStats>) {
     let (item_tx, item_rx) = mpsc::channel::<Item>(CHANNEL_BOUND);
     let (ready_tx, ready_rx) = mpsc::channel::<Ready>(CHANNEL_BOUND);
 
@@ -196,11 +193,14 @@ pub async fn run(
 
     let prep_topics = shared.topics.clone();
     let preparer = tokio::spawn(prepare_stage(item_rx, ready_tx, prep_topics));
-    let result = store_stage(shared, ready_rx, stats).await;
+    store_stage(shared, ready_rx, stats).await;
     // The store stage ends when its input closes, i.e. after the other two.
-    let _ = poller.await;
-    let _ = preparer.await;
-    result
+    if let Err(e) = poller.await {
+        error!(error = %e, "poll stage failed");
+    }
+    if let Err(e) = preparer.await {
+        error!(error = %e, "prepare stage failed");
+    }
 }
 
 async fn poll_source(shared: Shared, job: PollJob, out: mpsc::Sender<Item>) {
@@ -568,13 +568,24 @@ fn key_story(story: &Story) -> NewStory {
     }
 }
 
-async fn store_stage(
-    shared: Shared,
-    mut input: mpsc::Receiver<Ready>,
-    stats: Arc<PipelineStats>,
-) -> Result<(), StoreError> {
+/// How a store write is retried before it is given up: the database may be
+/// restarting or briefly unreachable, which must not cost a story or an alert.
+fn store_retry() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(5))
+        .with_max_times(4)
+        .with_jitter()
+}
+
+async fn store_stage(shared: Shared, mut input: mpsc::Receiver<Ready>, stats: Arc<PipelineStats>) {
+    use backon::Retryable;
     let window =
         chrono::Duration::from_std(shared.config.dedup.window).unwrap_or(chrono::Duration::days(7));
+    // Sources with a story that could not be stored in their current poll: that
+    // poll is recorded as failed, so its validators do not advance and the next
+    // poll fetches the story again.
+    let mut unsaved: HashMap<i64, String> = HashMap::new();
     while let Some(ready) = input.recv().await {
         match ready {
             Ready::Story(boxed) => {
@@ -589,10 +600,24 @@ async fn store_stage(
                     (Some(mine), Ok(theirs)) => mine.is_near_duplicate(&theirs),
                     _ => false,
                 };
-                let outcome = shared
-                    .store
-                    .save_story(&new, &matches, Utc::now() - window, &near_dup, &alerts)
-                    .await?;
+                let saved = (|| {
+                    shared
+                        .store
+                        .save_story(&new, &matches, Utc::now() - window, &near_dup, &alerts)
+                })
+                .retry(store_retry())
+                .notify(|e: &StoreError, wait| {
+                    warn!(url = %story.url, error = %e, ?wait, "cannot store story; retrying")
+                })
+                .await;
+                let outcome = match saved {
+                    Ok(outcome) => outcome,
+                    Err(e) => {
+                        error!(url = %story.url, error = %e, "story not stored; its source will fetch it again");
+                        unsaved.insert(story.source_id, e.to_string());
+                        continue;
+                    }
+                };
                 record_outcome(&stats, &story, &matches, outcome);
                 if let SaveOutcome::New { deliveries, .. } = outcome
                     && deliveries > 0
@@ -603,10 +628,29 @@ async fn store_stage(
                     shared.outbox_wake.notify_one();
                 }
             }
-            Ready::Done(end) => finish_poll(&shared, &stats, *end).await?,
+            Ready::Done(end) => {
+                let mut end = *end;
+                if let Some(error) = unsaved.remove(&end.job.row.id) {
+                    let status = end.result.as_ref().ok().map(|ok| ok.status);
+                    end.result = Err(PollFailure {
+                        status,
+                        message: format!("stories could not be stored: {error}"),
+                        retry_after: None,
+                    });
+                }
+                let name = end.job.plan.spec.name().to_string();
+                let recorded = (|| finish_poll(&shared, &stats, &end))
+                    .retry(store_retry())
+                    .notify(|e: &StoreError, wait| {
+                        warn!(source = %name, error = %e, ?wait, "cannot record poll; retrying")
+                    })
+                    .await;
+                if let Err(e) = recorded {
+                    error!(source = %name, error = %e, "poll not recorded; the source is polled again when its lease ends");
+                }
+            }
         }
     }
-    Ok(())
 }
 
 fn record_outcome(
@@ -666,7 +710,7 @@ fn build_story_alerts(
 async fn finish_poll(
     shared: &Shared,
     stats: &PipelineStats,
-    end: PollEnd,
+    end: &PollEnd,
 ) -> Result<(), StoreError> {
     let config = &shared.config;
     let interval = config.interval_of(&end.job.plan.spec);
@@ -767,4 +811,75 @@ async fn finish_poll(
 
 fn to_chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(365))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(toml_source: &str) -> SourcePlan {
+        let config =
+            Config::from_toml(toml_source, std::path::Path::new("t.toml"), |_| None).unwrap();
+        SourcePlan::new(&config.sources[0]).unwrap()
+    }
+
+    fn url(s: &str) -> Url {
+        Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn article_links_stay_on_the_source_host_unless_allowed() {
+        let p = plan(
+            "[[sources]]\nname = \"a\"\nkind = \"html\"\nurl = \"https://www.asiatimes.com/china/\"\nlinks = \"a\"\n",
+        );
+        let src = url("https://www.asiatimes.com/china/");
+        assert!(p.may_follow(&src, &url("https://asiatimes.com/2026/11/story/")));
+        assert!(
+            !p.may_follow(&src, &url("http://www.asiatimes.com/2026/11/story/")),
+            "another port (80 vs 443) is another host"
+        );
+        assert!(!p.may_follow(&src, &url("https://partner.example.com/x")));
+        assert!(!p.may_follow(&src, &url("http://127.0.0.1:8080/admin")));
+        assert!(!p.may_follow(&src, &url("ftp://asiatimes.com/file")));
+
+        let p = plan(
+            "[[sources]]\nname = \"a\"\nkind = \"html\"\nurl = \"https://asiatimes.com/\"\nlinks = \"a\"\nallow_hosts = [\"cdn.asiatimes.com\", \"127.0.0.1:9000\"]\n",
+        );
+        let src = url("https://asiatimes.com/");
+        assert!(p.may_follow(&src, &url("https://cdn.asiatimes.com/a")));
+        assert!(p.may_follow(&src, &url("http://127.0.0.1:9000/a")));
+        assert!(!p.may_follow(&src, &url("http://127.0.0.1:9001/a")));
+    }
+
+    fn entry(content: Option<&str>, summary: Option<&str>) -> FeedEntry {
+        FeedEntry {
+            guid: None,
+            link: Some(url("https://asiatimes.com/2026/11/x/")),
+            title: Some("t".into()),
+            summary_html: summary.map(str::to_string),
+            content_html: content.map(str::to_string),
+            author: None,
+            published: None,
+            date_was_missing: true,
+        }
+    }
+
+    #[test]
+    fn pages_are_fetched_for_excerpts_and_full_text_sources_only() {
+        let feed = plan(
+            "[[sources]]\nname = \"a\"\nkind = \"feed\"\nurl = \"https://asiatimes.com/feed/\"\n",
+        );
+        let full = plan(
+            "[[sources]]\nname = \"a\"\nkind = \"feed\"\nurl = \"https://asiatimes.com/feed/\"\nfull_text = true\n",
+        );
+        let body = entry(Some("<p>The whole story.</p>"), Some("Short."));
+        let excerpt = entry(None, Some("<p>It began [&#8230;]</p>"));
+        let plain = entry(None, Some("<p>A complete short item.</p>"));
+        let bare = entry(None, None);
+        assert!(wants_page(&feed.spec, &body).is_none());
+        assert!(wants_page(&feed.spec, &excerpt).is_some());
+        assert!(wants_page(&feed.spec, &plain).is_none());
+        assert!(wants_page(&feed.spec, &bare).is_some());
+        assert!(wants_page(&full.spec, &body).is_some());
+    }
 }
