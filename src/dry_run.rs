@@ -161,9 +161,13 @@ fn match_document(
             }
         },
         "html" => {
-            let html = String::from_utf8_lossy(bytes);
-            let title = page_title(&html);
-            vec![raw(title, Some(html.into_owned()), false, None)]
+            let html = crate::extract::decode_page(bytes, content_type);
+            let article = crate::extract::extract_article(
+                &html,
+                base,
+                &crate::extract::CompiledSelectors::default(),
+            );
+            vec![raw(article.title, Some(article.body), true, None)]
         }
         _ => {
             let text = String::from_utf8_lossy(bytes);
@@ -184,15 +188,6 @@ fn match_document(
             }
         })
         .collect()
-}
-
-fn page_title(html: &str) -> Option<String> {
-    let doc = scraper::Html::parse_document(html);
-    let selector = scraper::Selector::parse("title").ok()?;
-    doc.select(&selector)
-        .next()
-        .map(|t| t.text().collect::<String>().trim().to_string())
-        .filter(|t| !t.is_empty())
 }
 
 fn render(reports: &[StoryReport]) -> String {

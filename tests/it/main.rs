@@ -16,5 +16,9 @@ mod config_cli;
 mod store;
 // Article pages: full text for excerpt feeds, html listing sources.
 mod pages;
+// The fetcher's per-host and global limits, seen by a server.
+mod politeness;
+// `feedwatch match` on files, feeds and stdin.
+mod match_cli;
 // Webhook delivery: retries, dead letters, max_age.
 mod delivery;
