@@ -165,13 +165,36 @@ impl App {
         let notifier_task =
             tokio::spawn(async move { notifier.run(store, wake, notifier_cancel).await });
 
+        if !self.shared.config.admin.listen.is_empty() {
+            crate::admin::serve(
+                &self.shared.config.admin.listen,
+                self.shared.store.clone(),
+                cancel.child_token(),
+            )
+            .await?;
+        }
         info!(
             sources = self.plans.len(),
             topics = self.shared.topics.len(),
             "feedwatch running"
         );
+        notify_systemd(&[sd_notify::NotifyState::Ready]);
+        if let Some(period) = sd_notify::watchdog_enabled() {
+            // Ping at half the watchdog period while the daemon runs.
+            let watchdog_cancel = cancel.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(period / 2);
+                loop {
+                    tokio::select! {
+                        _ = watchdog_cancel.cancelled() => return,
+                        _ = tick.tick() => notify_systemd(&[sd_notify::NotifyState::Watchdog]),
+                    }
+                }
+            });
+        }
         let scheduler_result = self.schedule(&owner, &tx, &cancel).await;
         drop(tx);
+        notify_systemd(&[sd_notify::NotifyState::Stopping]);
         info!("shutting down: scheduler stopped, draining in-flight work");
 
         let drain = async {
@@ -190,6 +213,11 @@ impl App {
         self.shared.store.close().await;
         info!("feedwatch stopped");
         scheduler_result
+    }
+
+    /// Installs the metrics recorder (so `/metrics` has something to render).
+    pub fn enable_metrics(&self) {
+        let _ = crate::admin::metrics_handle();
     }
 
     async fn schedule(
@@ -244,5 +272,12 @@ impl App {
             }
         }
         Ok(())
+    }
+}
+
+/// Tells systemd about the service state (a no-op outside `Type=notify` units).
+fn notify_systemd(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::debug!(error = %e, "sd_notify failed");
     }
 }

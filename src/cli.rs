@@ -113,6 +113,7 @@ async fn dispatch(command: Command, config: Config, path: PathBuf) -> ExitCode {
                 Ok(app) => app,
                 Err(e) => return failure(&e),
             };
+            app.enable_metrics();
             let cancel = CancellationToken::new();
             tokio::spawn(watch_signals(cancel.clone()));
             match app.run_daemon(cancel).await {

@@ -12,6 +12,7 @@
 //! bounded channel ([`pipeline`]); the store is the only source of truth, and
 //! the notifier reads the outbox, never the pipeline.
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;

@@ -660,6 +660,22 @@ fn record_outcome(
     outcome: SaveOutcome,
 ) {
     let topics: Vec<&str> = matches.iter().map(|m| m.topic.as_str()).collect();
+    let label = match outcome {
+        SaveOutcome::New { .. } => "new",
+        SaveOutcome::Updated { .. } => "updated",
+        SaveOutcome::Duplicate { near: false, .. } => "duplicate",
+        SaveOutcome::Duplicate { near: true, .. } => "near_duplicate",
+        SaveOutcome::Unchanged { .. } => "unchanged",
+    };
+    metrics::counter!("feedwatch_stories_total", "outcome" => label).increment(1);
+    for topic in &topics {
+        if matches!(
+            outcome,
+            SaveOutcome::New { .. } | SaveOutcome::Duplicate { .. }
+        ) {
+            metrics::counter!("feedwatch_matches_total", "topic" => topic.to_string()).increment(1);
+        }
+    }
     match outcome {
         SaveOutcome::New { id, deliveries } => {
             stats.stories_new.fetch_add(1, Ordering::Relaxed);
@@ -761,6 +777,12 @@ async fn finish_poll(
         }
     };
     let change = shared.store.finish_poll(&record).await?;
+    metrics::counter!(
+        "feedwatch_polls_total",
+        "source" => end.job.plan.spec.name().to_string(),
+        "outcome" => if record.error.is_none() { "ok" } else { "failed" },
+    )
+    .increment(1);
     shared.schedule_wake.notify_one();
     let threshold = i32::try_from(config.defaults.failing_after).unwrap_or(i32::MAX);
     let event = if change.before < threshold && change.after >= threshold {

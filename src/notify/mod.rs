@@ -134,6 +134,13 @@ impl Notifier {
                 next_attempt_at: Utc::now() + chrono::Duration::hours(1),
             },
         };
+        let outcome = match &result {
+            DeliveryResult::Delivered { .. } => "delivered",
+            DeliveryResult::Retry { .. } => "retry",
+            DeliveryResult::Dead { .. } => "dead",
+        };
+        metrics::counter!("feedwatch_deliveries_total", "webhook" => d.webhook.clone(), "outcome" => outcome)
+            .increment(1);
         match &result {
             DeliveryResult::Delivered { status_code } => {
                 info!(delivery = %d.id, webhook = %d.webhook, event = %d.event, status = status_code, "delivered")

@@ -312,6 +312,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn counts(&self) -> StoreResult<Counts>;
 
+    /// A trivial round trip, for readiness checks.
+    async fn ping(&self) -> StoreResult<()>;
+
     /// Closes the pool, waiting for connections to finish.
     async fn close(&self);
 }

@@ -20,8 +20,10 @@ async fn run_polls_alerts_and_exits_cleanly_on_sigterm(backend: Backend) {
         ),
     );
     let receiver = Receiver::start().await;
+    let admin = free_port();
     let config = TestConfig::write(&format!(
-        "{}\n[[sources]]\nname = \"hkfp\"\nkind = \"feed\"\nurl = \"{}\"\ninterval = \"1s\"\n{TEST_TOPICS}\
+        "{}\n[admin]\nlisten = \"{admin}\"\n\
+         [[sources]]\nname = \"hkfp\"\nkind = \"feed\"\nurl = \"{}\"\ninterval = \"1s\"\n{TEST_TOPICS}\
          [[webhooks]]\nname = \"w\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n",
         config_head(&db.url),
         site.url("/hkfp/feed/"),
@@ -37,6 +39,17 @@ async fn run_polls_alerts_and_exits_cleanly_on_sigterm(backend: Backend) {
     // It keeps polling on its interval (conditionally).
     site.wait_for_requests("/hkfp/feed/", 2, Duration::from_secs(10))
         .await;
+
+    // The admin listener reports health, readiness and what the daemon did.
+    feedwatch::fetch::install_crypto_provider();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let get = |path: &str| http.get(format!("http://{admin}{path}")).send();
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("feedwatch_polls_total"), "{metrics}");
+    assert!(metrics.contains("feedwatch_deliveries_total"), "{metrics}");
+    assert!(metrics.contains("outcome=\"new\""), "{metrics}");
 
     let pid = child.id().expect("pid") as i32;
     let status = std::process::Command::new("kill")
@@ -64,3 +77,11 @@ async fn run_polls_alerts_and_exits_cleanly_on_sigterm(backend: Backend) {
     db.cleanup().await;
 }
 both_backends!(run_polls_alerts_and_exits_cleanly_on_sigterm);
+
+/// A loopback address with a port that was free a moment ago.
+fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
