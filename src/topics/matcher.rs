@@ -67,21 +67,22 @@ const SNIPPET_WORDS: u32 = 20;
 /// Marks an absent key or token field.
 const NONE: u32 = u32::MAX;
 
-/// Identifies one exact word or one prefix across the whole set.
+/// Identifies one exact word, prefix term or phrase across the whole set.
 type Key = u32;
 
 /// All topics compiled together. Build once with [`TopicSet::compile`], share via `Arc`.
 pub struct TopicSet {
     /// Every exact word and prefix term of every query → key.
     lexicon: Lexicon,
-    /// Number of keys handed out (words and prefixes share one key space).
+    /// Number of keys handed out (words, prefixes and phrases share one key space).
     key_count: usize,
     /// Words covered by a hit of each key: 1 for words and prefixes, the length for phrases.
     key_spans: Vec<u32>,
     /// Phrases of two or more words.
     phrases: Vec<Phrase>,
-    /// `anchored[anchor_offsets[k]..anchor_offsets[k + 1]]`: the phrases whose first word is key `k`.
-    anchor_offsets: Vec<u32>,
+    /// One bit per key: some phrase starts with the word (most words are skipped on this alone).
+    anchor_bits: Vec<u64>,
+    /// Phrases by first word; a key's share is `anchored[key_info[k].anchored]`.
     anchored: Vec<Anchored>,
     /// While compiling: phrase (word keys, last is a prefix) → its key.
     phrase_keys: HashMap<(Box<[Key]>, bool), Key>,
@@ -95,8 +96,9 @@ pub struct TopicSet {
     /// scope, else `NONE`. OR nodes list such children first and test them without recursing.
     child_keys: Vec<Key>,
     topics: Vec<CompiledTopic>,
-    /// `postings[post_offsets[k]..post_offsets[k + 1]]`: the (gate, group) pairs key `k` satisfies.
-    post_offsets: Vec<u32>,
+    /// Per key, where its postings and its anchored phrases are (read together).
+    key_info: Vec<KeyInfo>,
+    /// `postings[key_info[k].postings]`: the (gate, group) pairs key `k` satisfies.
     postings: Vec<(u32, u32)>,
     /// Number of required groups of each gate. A gate is a subtree that cannot hold unless
     /// all its groups are satisfied: gate `t < topics.len()` is topic `t`'s whole query, the
@@ -104,6 +106,15 @@ pub struct TopicSet {
     gate_groups: Vec<u32>,
     /// Number of required groups over all gates.
     group_count: usize,
+}
+
+/// Where a key's postings and anchored phrases are.
+#[derive(Debug, Clone, Copy, Default)]
+struct KeyInfo {
+    /// `postings[postings.0..postings.1]`.
+    postings: (u32, u32),
+    /// `anchored[anchored.0..anchored.1]`: phrases that start with this word.
+    anchored: (u32, u32),
 }
 
 struct CompiledTopic {
@@ -170,7 +181,7 @@ impl TopicSet {
             key_count: 0,
             key_spans: Vec::new(),
             phrases: Vec::new(),
-            anchor_offsets: Vec::new(),
+            anchor_bits: Vec::new(),
             anchored: Vec::new(),
             phrase_keys: HashMap::new(),
             max_span: 1,
@@ -178,7 +189,7 @@ impl TopicSet {
             children: Vec::new(),
             child_keys: Vec::new(),
             topics: Vec::new(),
-            post_offsets: Vec::new(),
+            key_info: Vec::new(),
             postings: Vec::new(),
             gate_groups: Vec::new(),
             group_count: 0,
@@ -339,13 +350,11 @@ impl TopicSet {
         }
         for i in 0..s.hits.len() {
             let key = (s.hits[i] >> 32) as usize;
-            let (from, to) = (
-                self.anchor_offsets[key] as usize,
-                self.anchor_offsets[key + 1] as usize,
-            );
-            if from == to {
+            if self.anchor_bits[key / 64] & (1 << (key % 64)) == 0 {
                 continue;
             }
+            let (from, to) = self.key_info[key].anchored;
+            let (from, to) = (from as usize, to as usize);
             let pos = s.hits[i] as u32;
             let Some(next) = s.tokens.get(pos as usize + 1) else {
                 continue;
@@ -380,8 +389,8 @@ impl TopicSet {
             }
             s.key_bits[key / 64] |= 1 << (key % 64);
             s.key_hits[key] = (i as u32, j as u32);
-            let from = self.post_offsets[key] as usize;
-            let to = self.post_offsets[key + 1] as usize;
+            let (from, to) = self.key_info[key].postings;
+            let (from, to) = (from as usize, to as usize);
             for &(gate, group) in &self.postings[from..to] {
                 let (gate, group) = (gate as usize, group as usize);
                 if s.group_stamp[group] == epoch {
@@ -769,12 +778,15 @@ impl TopicSet {
                 }
             })
             .collect();
-        self.anchor_offsets = vec![0; self.key_count + 1];
-        for &(key, _) in &pairs {
-            self.anchor_offsets[key as usize + 1] += 1;
-        }
-        for k in 0..self.key_count {
-            self.anchor_offsets[k + 1] += self.anchor_offsets[k];
+        self.key_info.resize(self.key_count, KeyInfo::default());
+        self.anchor_bits = vec![0; self.key_count.div_ceil(64)];
+        for (i, &(key, _)) in pairs.iter().enumerate() {
+            let info = &mut self.key_info[key as usize];
+            if info.anchored.1 == 0 {
+                info.anchored.0 = i as u32;
+            }
+            info.anchored.1 = i as u32 + 1;
+            self.anchor_bits[key as usize / 64] |= 1 << (key % 64);
         }
         self.anchored = anchored;
     }
@@ -792,12 +804,13 @@ impl TopicSet {
         self.gate_groups = gates.iter().map(|g| g.len() as u32).collect();
         pairs.sort_unstable();
         self.group_count = group as usize;
-        self.post_offsets = vec![0; self.key_count + 1];
-        for &(key, _, _) in &pairs {
-            self.post_offsets[key as usize + 1] += 1;
-        }
-        for k in 0..self.key_count {
-            self.post_offsets[k + 1] += self.post_offsets[k];
+        self.key_info.resize(self.key_count, KeyInfo::default());
+        for (i, &(key, _, _)) in pairs.iter().enumerate() {
+            let info = &mut self.key_info[key as usize];
+            if info.postings.1 == 0 {
+                info.postings.0 = i as u32;
+            }
+            info.postings.1 = i as u32 + 1;
         }
         self.postings = pairs.into_iter().map(|(_, t, g)| (t, g)).collect();
     }
@@ -890,9 +903,8 @@ impl Scratch {
             self.gate_stamp.fill(0);
             self.epoch = 1;
         }
-        let words = set.key_count.div_ceil(64);
-        grow(&mut self.key_bits, words, 0);
-        self.key_bits[..words].fill(0);
+        self.clear_key_bits();
+        grow(&mut self.key_bits, set.key_count.div_ceil(64), 0);
         grow(&mut self.key_hits, set.key_count, (0, 0));
         grow(&mut self.group_stamp, set.group_count, 0);
         grow(&mut self.gate_stamp, set.gate_groups.len(), 0);
@@ -904,9 +916,21 @@ impl Scratch {
         self.occ.clear();
     }
 
+    /// Clears the bits the last story set in `key_bits`: those of its hit keys, which are
+    /// still in `hits` (cheaper than clearing the whole set's worth of bits).
+    fn clear_key_bits(&mut self) {
+        for &hit in &self.hits {
+            let key = (hit >> 32) as usize;
+            if let Some(word) = self.key_bits.get_mut(key / 64) {
+                *word = 0;
+            }
+        }
+    }
+
     /// Gives back memory after an unusually long story.
     fn trim(&mut self) {
         if self.tokens.capacity() > KEEP_TOKENS {
+            self.clear_key_bits();
             self.tokens = Vec::new();
             self.pfx = Vec::new();
             self.hits = Vec::new();
@@ -1107,20 +1131,26 @@ fn push_collapsed(out: &mut String, text: &str) {
 /// finds, in one pass over the word's bytes, every prefix term the word starts with and the
 /// exact word if there is one, and stops at the first byte that no query word continues with.
 ///
-/// Built as a tree of nodes with sorted child lists, then frozen into flat arrays in
-/// breadth-first order (the busy top levels share cache lines): a node's edges lie side by
-/// side as `label << 24 | target`, a node with a single edge keeps it inline, and the first two
-/// levels are one table indexed by the first two letters or digits, so most story words are
-/// settled in one or two memory reads.
+/// Built as a tree of nodes with sorted child lists, then frozen into one array of `u32`
+/// records in breadth-first order (the busy top levels share cache lines). A record is a
+/// header (edge count and flags), the word key and the prefix key if the flags say so, then
+/// the edges as `label << 24 | record offset`: one step down the trie reads one record, which
+/// mostly sits in one cache line. The first two and three levels are also tables indexed by a
+/// word's first letters or digits (`pairs`, `triples`, 190 KB), so a word starts its walk at
+/// depth three with one read.
 struct Lexicon {
-    /// Child of the root per first byte (0: none; node 0 is the root).
+    /// Record of the root's child per first byte (0: none; the root's record is at 0).
     root: Box<[u32; 256]>,
-    /// Node after two ASCII letters or digits: `pairs[class(a) * CLASSES + class(b)]` (0: none).
+    /// Record after two ASCII letters or digits: `pairs[class(a) * CLASSES + class(b)]` (0: none).
     pairs: Vec<u32>,
-    /// Some one-byte prefix term exists (then depth-1 nodes must be looked at).
+    /// Some one-byte prefix term exists (then depth-1 records must be looked at).
     short_prefixes: bool,
-    nodes: Vec<LexNode>,
-    edges: Vec<u32>,
+    /// Record after three ASCII letters or digits (0: none), like `pairs`.
+    triples: Vec<u32>,
+    /// Per entry of `pairs`: the prefix key of that two-byte prefix term, or `NONE`.
+    pair_prefixes: Vec<Key>,
+    /// The frozen trie.
+    records: Vec<u32>,
     /// The tree while compiling; emptied by `freeze`.
     building: Vec<BuildNode>,
 }
@@ -1138,19 +1168,14 @@ fn class(byte: u8) -> Option<usize> {
     }
 }
 
-/// Largest node count `edges` can address (24 bits).
-const MAX_NODES: usize = 1 << 24;
-
-#[derive(Debug, Clone, Copy)]
-struct LexNode {
-    /// With `count == 1` the edge itself, otherwise where the edges start in `Lexicon::edges`.
-    first: u32,
-    count: u32,
-    /// Key of the exact word ending here, or `NONE`.
-    word: Key,
-    /// Key of the prefix term ending here, or `NONE`.
-    prefix: Key,
-}
+/// Record header flag: the word key follows the header.
+const HAS_WORD: u32 = 1 << 30;
+/// Record header flag: the prefix key follows (after the word key, if any).
+const HAS_PREFIX: u32 = 1 << 31;
+/// Record header bits holding the edge count.
+const EDGE_COUNT: u32 = 0x00ff_ffff;
+/// Largest record array that 24-bit edge targets can address.
+const MAX_RECORDS: usize = 1 << 24;
 
 struct BuildNode {
     /// Sorted by byte.
@@ -1167,6 +1192,11 @@ impl BuildNode {
             prefix: NONE,
         }
     }
+
+    /// Length of this node's record in `u32`s.
+    fn record_len(&self) -> usize {
+        1 + usize::from(self.word != NONE) + usize::from(self.prefix != NONE) + self.children.len()
+    }
 }
 
 impl Lexicon {
@@ -1175,8 +1205,9 @@ impl Lexicon {
             root: Box::new([0; 256]),
             pairs: Vec::new(),
             short_prefixes: false,
-            nodes: Vec::new(),
-            edges: Vec::new(),
+            triples: Vec::new(),
+            pair_prefixes: Vec::new(),
+            records: Vec::new(),
             building: vec![BuildNode::new()],
         }
     }
@@ -1201,80 +1232,87 @@ impl Lexicon {
         node
     }
 
-    /// Flattens the tree for lookups. Nodes beyond what 24-bit edge targets can address (16
-    /// million, far beyond any configuration) are cut off: words below them never match.
+    /// Lays the tree out as records. Nodes whose record would start beyond what 24-bit edge
+    /// targets address (a 64 MiB trie, far beyond any configuration) are cut off: words below
+    /// them never match.
     fn freeze(&mut self) {
         let building = std::mem::take(&mut self.building);
-        // Breadth-first numbering: `order[new] = old`, `renumber[old] = new`.
+        // Breadth-first order and each node's record offset.
         let mut order = vec![0u32];
+        let mut offset = vec![u32::MAX; building.len()];
+        let mut size = 0usize;
         let mut next = 0;
-        while next < order.len() && order.len() < MAX_NODES {
+        while next < order.len() {
             let old = order[next] as usize;
-            for &(_, child) in &building[old].children {
-                if order.len() < MAX_NODES {
-                    order.push(child);
-                }
-            }
             next += 1;
+            if size + building[old].record_len() > MAX_RECORDS {
+                break;
+            }
+            offset[old] = size as u32;
+            size += building[old].record_len();
+            order.extend(building[old].children.iter().map(|&(_, c)| c));
         }
-        let mut renumber = vec![u32::MAX; building.len()];
-        for (new, &old) in order.iter().enumerate() {
-            renumber[old as usize] = new as u32;
-        }
-        let edge = |byte: u8, old: u32| -> Option<u32> {
-            let new = renumber[old as usize];
-            (new != u32::MAX).then_some(u32::from(byte) << 24 | new)
-        };
-        self.nodes = Vec::with_capacity(order.len());
+        self.records = Vec::with_capacity(size);
         for &old in &order {
             let node = &building[old as usize];
+            if offset[old as usize] == u32::MAX {
+                continue;
+            }
             let edges: Vec<u32> = node
                 .children
                 .iter()
-                .filter_map(|&(b, c)| edge(b, c))
+                .filter(|&&(_, c)| offset[c as usize] != u32::MAX)
+                .map(|&(b, c)| u32::from(b) << 24 | offset[c as usize])
                 .collect();
-            let (first, count) = match edges[..] {
-                [only] => (only, 1),
-                _ => {
-                    let first = self.edges.len() as u32;
-                    self.edges.extend(&edges);
-                    (first, edges.len() as u32)
-                }
-            };
-            self.nodes.push(LexNode {
-                first,
-                count,
-                word: node.word,
-                prefix: node.prefix,
-            });
+            let mut header = edges.len() as u32;
+            if node.word != NONE {
+                header |= HAS_WORD;
+            }
+            if node.prefix != NONE {
+                header |= HAS_PREFIX;
+            }
+            self.records.push(header);
+            if node.word != NONE {
+                self.records.push(node.word);
+            }
+            if node.prefix != NONE {
+                self.records.push(node.prefix);
+            }
+            self.records.extend(edges);
         }
         self.pairs = vec![0; CLASSES * CLASSES];
+        self.pair_prefixes = vec![NONE; CLASSES * CLASSES];
+        self.triples = vec![0; CLASSES * CLASSES * CLASSES];
         for &(byte, child) in &building[0].children {
-            let Some(depth1) = edge(byte, child) else {
+            let depth1 = offset[child as usize];
+            if depth1 == u32::MAX {
                 continue;
-            };
-            let depth1 = depth1 & 0x00ff_ffff;
+            }
             self.root[usize::from(byte)] = depth1;
             self.short_prefixes |= building[child as usize].prefix != NONE;
             let Some(a) = class(byte) else { continue };
             for &(second, grandchild) in &building[child as usize].children {
-                if let (Some(b), Some(depth2)) = (class(second), edge(second, grandchild)) {
-                    self.pairs[a * CLASSES + b] = depth2 & 0x00ff_ffff;
+                let depth2 = offset[grandchild as usize];
+                if let (Some(b), true) = (class(second), depth2 != u32::MAX) {
+                    let pair = a * CLASSES + b;
+                    self.pairs[pair] = depth2;
+                    self.pair_prefixes[pair] = building[grandchild as usize].prefix;
+                    for &(third, next) in &building[grandchild as usize].children {
+                        let depth3 = offset[next as usize];
+                        if let (Some(c), true) = (class(third), depth3 != u32::MAX) {
+                            self.triples[pair * CLASSES + c] = depth3;
+                        }
+                    }
                 }
             }
         }
     }
 
-    fn child(&self, node: &LexNode, byte: u8) -> Option<u32> {
-        let edges = if node.count == 1 {
-            std::slice::from_ref(&node.first)
-        } else {
-            &self.edges[node.first as usize..(node.first + node.count) as usize]
-        };
-        edges
-            .iter()
-            .find(|&&e| (e >> 24) as u8 == byte)
-            .map(|&e| e & 0x00ff_ffff)
+    /// The prefix key stored in the record at `at`, if any.
+    fn prefix_at(&self, at: usize) -> Option<Key> {
+        let header = self.records[at];
+        (header & HAS_PREFIX != 0)
+            .then(|| self.records[at + 1 + usize::from(header & HAS_WORD != 0)])
     }
 
     /// Calls `on_prefix` with the key of every prefix term `word` starts with (or equals), and
@@ -1284,32 +1322,64 @@ impl Lexicon {
         let Some(&first) = bytes.first() else {
             return NONE;
         };
-        let (mut node, mut i) = match bytes.get(1).and_then(|&b| Some((class(first)?, class(b)?))) {
-            Some((a, b)) => {
+        if self.records.is_empty() {
+            return NONE;
+        }
+        let three = (bytes.len() >= 3)
+            .then(|| Some((class(first)?, class(bytes[1])?, class(bytes[2])?)))
+            .flatten();
+        let (mut at, mut i) = match (
+            three,
+            bytes.get(1).and_then(|&b| Some((class(first)?, class(b)?))),
+        ) {
+            (Some((a, b, c)), _) => {
                 if self.short_prefixes {
-                    let depth1 = self.root[usize::from(first)];
-                    if depth1 != 0 && self.nodes[depth1 as usize].prefix != NONE {
-                        on_prefix(self.nodes[depth1 as usize].prefix);
+                    let depth1 = self.root[usize::from(first)] as usize;
+                    if let (true, Some(key)) = (depth1 != 0, self.prefix_at(depth1)) {
+                        on_prefix(key);
                     }
                 }
-                (self.pairs[a * CLASSES + b], 2)
+                let pair = a * CLASSES + b;
+                if self.pair_prefixes[pair] != NONE {
+                    on_prefix(self.pair_prefixes[pair]);
+                }
+                (self.triples[pair * CLASSES + c] as usize, 3)
             }
-            None => (self.root[usize::from(first)], 1),
+            (None, Some((a, b))) => {
+                if self.short_prefixes {
+                    let depth1 = self.root[usize::from(first)] as usize;
+                    if let (true, Some(key)) = (depth1 != 0, self.prefix_at(depth1)) {
+                        on_prefix(key);
+                    }
+                }
+                (self.pairs[a * CLASSES + b] as usize, 2)
+            }
+            (None, None) => (self.root[usize::from(first)] as usize, 1),
         };
-        loop {
-            if node == 0 {
-                return NONE;
-            }
-            let n = &self.nodes[node as usize];
-            if n.prefix != NONE {
-                on_prefix(n.prefix);
+        while at != 0 {
+            let header = self.records[at];
+            let mut field = at + 1;
+            let word_key = if header & HAS_WORD != 0 {
+                field += 1;
+                self.records[field - 1]
+            } else {
+                NONE
+            };
+            if header & HAS_PREFIX != 0 {
+                on_prefix(self.records[field]);
+                field += 1;
             }
             let Some(&byte) = bytes.get(i) else {
-                return n.word;
+                return word_key;
             };
-            node = self.child(n, byte).unwrap_or(0);
+            let edges = &self.records[field..field + (header & EDGE_COUNT) as usize];
+            at = edges
+                .iter()
+                .find(|&&e| (e >> 24) as u8 == byte)
+                .map_or(0, |&e| (e & 0x00ff_ffff) as usize);
             i += 1;
         }
+        NONE
     }
 }
 
@@ -1391,6 +1461,35 @@ mod tests {
         assert!(hits("中*", "", "中"));
         assert!(hits("9*", "", "90"));
         assert!(hits("x", "", "x"));
+    }
+
+    #[test]
+    fn long_words_sharing_beginnings_are_told_apart() {
+        let s = set(&[
+            ("government", "government", 1.0),
+            ("governor", "governor", 1.0),
+            ("govern", "govern*", 1.0),
+            ("long", "internationalisation", 1.0),
+            ("internat", "internat*", 1.0),
+            ("z", "zq", 1.0),
+        ]);
+        let names = |text: &str| -> Vec<String> {
+            s.match_story("", text)
+                .into_iter()
+                .map(|m| m.topic)
+                .collect()
+        };
+        assert_eq!(names("government"), ["government", "govern"]);
+        assert_eq!(names("governments"), ["govern"]);
+        assert_eq!(names("governor"), ["governor", "govern"]);
+        assert!(names("gover").is_empty());
+        assert_eq!(names("governmenx"), ["govern"]);
+        assert_eq!(names("internationalisation"), ["long", "internat"]);
+        assert_eq!(names("internationalis"), ["internat"]);
+        assert_eq!(names("internationalisations"), ["internat"]);
+        assert_eq!(names("internationalizatio"), ["internat"]);
+        assert_eq!(names("zq"), ["z"]);
+        assert!(names("zqx").is_empty());
     }
 
     #[test]

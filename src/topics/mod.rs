@@ -24,7 +24,7 @@ pub fn check_query(topic: &str, query: &str) -> Result<(), QueryError> {
 
 #[cfg(test)]
 mod tests {
-    //! The shipped default topics (`topics.toml`) against hand-written stories, and against
+    //! The shipped default topics (the `[[topics]]` of `config.toml`) against hand-written stories, and against
     //! the shared dev corpus when it is there.
 
     use serde::Deserialize;
