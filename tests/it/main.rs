@@ -18,3 +18,5 @@ mod store;
 mod pages;
 // Webhook delivery: retries, dead letters, max_age.
 mod delivery;
+// One alert per story across URL variants, copies, wire edits and updates.
+mod dedup;
