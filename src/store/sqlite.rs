@@ -236,14 +236,20 @@ async fn insert_matches(
     Ok(())
 }
 
+/// Indexes a story under its band keys: one statement for all of them, as a story has 50
+/// and each statement is a round trip to the connection's worker thread.
 async fn insert_bands(conn: &mut SqliteConnection, story_id: i64, keys: &[i64]) -> StoreResult<()> {
-    for key in keys {
-        sqlx::query("INSERT OR IGNORE INTO story_bands (band_key, story_id) VALUES (?1, ?2)")
-            .bind(key)
-            .bind(story_id)
-            .execute(&mut *conn)
-            .await?;
+    if keys.is_empty() {
+        return Ok(());
     }
+    sqlx::query(
+        "INSERT OR IGNORE INTO story_bands (band_key, story_id) \
+         SELECT value, ?2 FROM json_each(?1)",
+    )
+    .bind(json_array(keys))
+    .bind(story_id)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
