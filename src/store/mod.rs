@@ -175,6 +175,18 @@ pub enum SaveOutcome {
     Duplicate { id: i64, of: i64, near: bool },
 }
 
+/// The plan the database chose for one of the lookups [`Store::save_story`] makes, from
+/// the backends' `explain_save_story_lookups`: benchmarks and tests check with it that each
+/// lookup is an index search whatever the table size.
+#[derive(Debug, Clone)]
+pub struct QueryPlan {
+    /// Which lookup: `story_by_canonical_url`, `story_by_content_hash` or
+    /// `near_dup_candidates`.
+    pub lookup: &'static str,
+    /// The plan, one line per step, as the database prints it.
+    pub lines: Vec<String>,
+}
+
 /// A delivery claimed for sending.
 #[derive(Debug, Clone)]
 pub struct Delivery {

@@ -18,10 +18,25 @@ use uuid::Uuid;
 
 use super::{
     AlertBuilder, Counts, Delivery, DeliveryInfo, DeliveryResult, NearDupCheck, NewStory,
-    OutboxEntry, PollRecord, SaveOutcome, SourceRow, SourceSpec, SourceState, Store, StoreError,
-    StoreResult, StreakChange,
+    OutboxEntry, PollRecord, QueryPlan, SaveOutcome, SourceRow, SourceSpec, SourceState, Store,
+    StoreError, StoreResult, StreakChange,
 };
 use crate::topics::TopicMatch;
+
+/// The story with this canonical URL (`$1`): its identity.
+const STORY_BY_CANONICAL_URL: &str =
+    "SELECT id, content_hash FROM stories WHERE canonical_url = $1";
+
+/// The first story with this content hash (`$1`), as the root of its duplicates.
+const STORY_BY_CONTENT_HASH: &str = "SELECT COALESCE(duplicate_of, id) FROM stories \
+     WHERE content_hash = $1 ORDER BY id LIMIT 1";
+
+/// Near-duplicate candidates: the stories fetched since `$2` that share one of the band
+/// keys in `$1`, found through the `story_bands` primary key and then read by id.
+const NEAR_DUP_CANDIDATES: &str = "SELECT s.id, COALESCE(s.duplicate_of, s.id) AS root, \
+     s.fingerprint FROM stories s WHERE s.id IN ( \
+       SELECT DISTINCT story_id FROM story_bands WHERE band_key = ANY($1)) \
+     AND s.fetched_at >= $2 AND s.fingerprint IS NOT NULL ORDER BY s.id";
 
 /// The Postgres backend.
 pub struct PostgresStore {
@@ -46,10 +61,79 @@ impl PostgresStore {
         Ok(PostgresStore { pool })
     }
 
+    /// The plans of the three lookups [`Store::save_story`] makes for `story` (by
+    /// canonical URL, by content hash, near-duplicate candidates), run with
+    /// `EXPLAIN (ANALYZE, BUFFERS)` inside a transaction that is rolled back. With
+    /// `generic`, the plan Postgres uses once a prepared statement has switched to a
+    /// generic plan (`plan_cache_mode = force_generic_plan`), as sqlx's cached statements
+    /// may after five executions.
+    pub async fn explain_save_story_lookups(
+        &self,
+        story: &NewStory,
+        window_start: DateTime<Utc>,
+        generic: bool,
+    ) -> StoreResult<Vec<QueryPlan>> {
+        let keys: Vec<String> = story.band_keys.iter().map(i64::to_string).collect();
+        let lookups: [(&'static str, &str, Vec<String>); 3] = [
+            (
+                "story_by_canonical_url",
+                STORY_BY_CANONICAL_URL,
+                vec![sql_text(&story.canonical_url)],
+            ),
+            (
+                "story_by_content_hash",
+                STORY_BY_CONTENT_HASH,
+                vec![sql_text(&story.content_hash)],
+            ),
+            (
+                "near_dup_candidates",
+                NEAR_DUP_CANDIDATES,
+                vec![
+                    format!("'{{{}}}'::bigint[]", keys.join(",")),
+                    format!("{}::timestamptz", sql_text(&window_start.to_rfc3339())),
+                ],
+            ),
+        ];
+        let mut tx = self.pool.begin().await?;
+        if generic {
+            sqlx::query("SET LOCAL plan_cache_mode = force_generic_plan")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let mut plans = Vec::with_capacity(lookups.len());
+        for (lookup, sql, args) in lookups {
+            // Prepared statements outlive transactions: a unique name cannot collide with
+            // one an interrupted call left on this connection.
+            let name = format!("feedwatch_explain_{}", Uuid::new_v4().simple());
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PREPARE {name} AS {sql}")))
+                .execute(&mut *tx)
+                .await?;
+            // The arguments are literals built above from integers, a timestamp and quoted text.
+            let lines: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "EXPLAIN (ANALYZE, BUFFERS) EXECUTE {name}({})",
+                args.join(", ")
+            )))
+            .fetch_all(&mut *tx)
+            .await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DEALLOCATE {name}")))
+                .execute(&mut *tx)
+                .await?;
+            plans.push(QueryPlan { lookup, lines });
+        }
+        tx.rollback().await?;
+        Ok(plans)
+    }
+
     /// The pool, for tests and `LISTEN`ers.
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+}
+
+/// `text` as a quoted SQL string literal (`standard_conforming_strings` is on by default
+/// since Postgres 9.1, so only quotes need doubling).
+fn sql_text(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// The `sources` columns [`source_row`] reads, for `RETURNING` clauses.
@@ -330,7 +414,7 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
 
-        let existing = sqlx::query("SELECT id, content_hash FROM stories WHERE canonical_url = $1")
+        let existing = sqlx::query(STORY_BY_CANONICAL_URL)
             .bind(&story.canonical_url)
             .fetch_optional(&mut *tx)
             .await?;
@@ -373,26 +457,18 @@ impl Store for PostgresStore {
             return Ok(SaveOutcome::Updated { id });
         }
 
-        let mut duplicate: Option<(i64, bool)> = sqlx::query_scalar(
-            "SELECT COALESCE(duplicate_of, id) FROM stories WHERE content_hash = $1 \
-             ORDER BY id LIMIT 1",
-        )
-        .bind(&story.content_hash)
-        .fetch_optional(&mut *tx)
-        .await?
-        .map(|id: i64| (id, false));
+        let mut duplicate: Option<(i64, bool)> = sqlx::query_scalar(STORY_BY_CONTENT_HASH)
+            .bind(&story.content_hash)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|id: i64| (id, false));
 
         if duplicate.is_none() && !story.band_keys.is_empty() {
-            let candidates = sqlx::query(
-                "SELECT s.id, COALESCE(s.duplicate_of, s.id) AS root, s.fingerprint \
-                 FROM stories s WHERE s.id IN ( \
-                   SELECT DISTINCT story_id FROM story_bands WHERE band_key = ANY($1)) \
-                 AND s.fetched_at >= $2 AND s.fingerprint IS NOT NULL ORDER BY s.id",
-            )
-            .bind(&story.band_keys)
-            .bind(window_start)
-            .fetch_all(&mut *tx)
-            .await?;
+            let candidates = sqlx::query(NEAR_DUP_CANDIDATES)
+                .bind(&story.band_keys)
+                .bind(window_start)
+                .fetch_all(&mut *tx)
+                .await?;
             for c in &candidates {
                 let fp: Vec<u8> = c.try_get("fingerprint")?;
                 if near_dup(&fp) {

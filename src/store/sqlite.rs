@@ -16,10 +16,32 @@ use uuid::Uuid;
 
 use super::{
     AlertBuilder, Counts, Delivery, DeliveryInfo, DeliveryResult, NearDupCheck, NewStory,
-    OutboxEntry, PollRecord, SaveOutcome, SourceRow, SourceSpec, SourceState, Store, StoreError,
-    StoreResult, StreakChange, terms_json,
+    OutboxEntry, PollRecord, QueryPlan, SaveOutcome, SourceRow, SourceSpec, SourceState, Store,
+    StoreError, StoreResult, StreakChange, terms_json,
 };
 use crate::topics::TopicMatch;
+
+/// The story with this canonical URL (`?1`): its identity.
+const STORY_BY_CANONICAL_URL: &str =
+    "SELECT id, content_hash FROM stories WHERE canonical_url = ?1";
+
+/// The first story with this content hash (`?1`), as the root of its duplicates.
+const STORY_BY_CONTENT_HASH: &str = "SELECT COALESCE(duplicate_of, id) FROM stories \
+     WHERE content_hash = ?1 ORDER BY id LIMIT 1";
+
+/// Near-duplicate candidates: the stories fetched since `?2` that share one of the band
+/// keys in `?1` (a JSON array), found through the `story_bands` primary key and then
+/// read by id.
+const NEAR_DUP_CANDIDATES: &str = "SELECT s.id, COALESCE(s.duplicate_of, s.id) AS root, \
+     s.fingerprint FROM stories s WHERE s.id IN ( \
+       SELECT DISTINCT story_id FROM story_bands \
+       WHERE band_key IN (SELECT value FROM json_each(?1))) \
+     AND s.fetched_at >= ?2 AND s.fingerprint IS NOT NULL ORDER BY s.id";
+
+/// A JSON array of integers, as `json_each` reads it.
+fn json_array(values: &[i64]) -> String {
+    serde_json::to_string(values).unwrap_or_else(|_| "[]".into())
+}
 
 /// SQLite's timestamp text: `2025-06-04T08:30:02.123456Z`.
 pub(crate) fn ts(t: DateTime<Utc>) -> String {
@@ -67,6 +89,45 @@ impl SqliteStore {
         Ok(SqliteStore { pool })
     }
 
+    /// The plans (`EXPLAIN QUERY PLAN`) of the three lookups [`Store::save_story`] makes
+    /// for `story`: by canonical URL, by content hash, and the near-duplicate candidates
+    /// through `story_bands`. Each should be an index search, never a scan.
+    pub async fn explain_save_story_lookups(
+        &self,
+        story: &NewStory,
+        window_start: DateTime<Utc>,
+    ) -> StoreResult<Vec<QueryPlan>> {
+        let explain = |sql: &str| sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}"));
+        let mut conn = self.pool.acquire().await?;
+        let by_url = sqlx::query(explain(STORY_BY_CANONICAL_URL))
+            .bind(&story.canonical_url)
+            .fetch_all(&mut *conn)
+            .await?;
+        let by_hash = sqlx::query(explain(STORY_BY_CONTENT_HASH))
+            .bind(&story.content_hash)
+            .fetch_all(&mut *conn)
+            .await?;
+        let near = sqlx::query(explain(NEAR_DUP_CANDIDATES))
+            .bind(json_array(&story.band_keys))
+            .bind(ts(window_start))
+            .fetch_all(&mut *conn)
+            .await?;
+        Ok(vec![
+            QueryPlan {
+                lookup: "story_by_canonical_url",
+                lines: plan_lines(&by_url)?,
+            },
+            QueryPlan {
+                lookup: "story_by_content_hash",
+                lines: plan_lines(&by_hash)?,
+            },
+            QueryPlan {
+                lookup: "near_dup_candidates",
+                lines: plan_lines(&near)?,
+            },
+        ])
+    }
+
     async fn begin_immediate(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Sqlite>> {
         let mut conn = self.pool.acquire().await?;
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
@@ -97,6 +158,21 @@ macro_rules! immediate_tx {
             }
         }
     }};
+}
+
+/// The `detail` lines of an `EXPLAIN QUERY PLAN`, indented by depth in the plan tree.
+fn plan_lines(rows: &[SqliteRow]) -> StoreResult<Vec<String>> {
+    let mut depths: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
+    let mut lines = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: i64 = row.try_get("id")?;
+        let parent: i64 = row.try_get("parent")?;
+        let detail: String = row.try_get("detail")?;
+        let depth = depths.get(&parent).map_or(0, |d| d + 1);
+        depths.insert(id, depth);
+        lines.push(format!("{}{detail}", "  ".repeat(depth)));
+    }
+    Ok(lines)
 }
 
 fn source_row(row: &SqliteRow) -> StoreResult<SourceRow> {
@@ -160,14 +236,20 @@ async fn insert_matches(
     Ok(())
 }
 
+/// Indexes a story under its band keys: one statement for all of them, as a story has 50
+/// and each statement is a round trip to the connection's worker thread.
 async fn insert_bands(conn: &mut SqliteConnection, story_id: i64, keys: &[i64]) -> StoreResult<()> {
-    for key in keys {
-        sqlx::query("INSERT OR IGNORE INTO story_bands (band_key, story_id) VALUES (?1, ?2)")
-            .bind(key)
-            .bind(story_id)
-            .execute(&mut *conn)
-            .await?;
+    if keys.is_empty() {
+        return Ok(());
     }
+    sqlx::query(
+        "INSERT OR IGNORE INTO story_bands (band_key, story_id) \
+         SELECT value, ?2 FROM json_each(?1)",
+    )
+    .bind(json_array(keys))
+    .bind(story_id)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -370,11 +452,10 @@ impl Store for SqliteStore {
         let now = story.fetched_at;
         immediate_tx!(self, |conn| {
             // Identity: the canonical URL (unique).
-            let existing =
-                sqlx::query("SELECT id, content_hash FROM stories WHERE canonical_url = ?1")
-                    .bind(&story.canonical_url)
-                    .fetch_optional(&mut *conn)
-                    .await?;
+            let existing = sqlx::query(STORY_BY_CANONICAL_URL)
+                .bind(&story.canonical_url)
+                .fetch_optional(&mut *conn)
+                .await?;
             if let Some(row) = existing {
                 let id: i64 = row.try_get("id")?;
                 let hash: String = row.try_get("content_hash")?;
@@ -413,28 +494,19 @@ impl Store for SqliteStore {
             }
 
             // Exact duplicate: the same normalised body under another URL.
-            let mut duplicate: Option<(i64, bool)> = sqlx::query_scalar(
-                "SELECT COALESCE(duplicate_of, id) FROM stories WHERE content_hash = ?1 \
-                 ORDER BY id LIMIT 1",
-            )
-            .bind(&story.content_hash)
-            .fetch_optional(&mut *conn)
-            .await?
-            .map(|id: i64| (id, false));
+            let mut duplicate: Option<(i64, bool)> = sqlx::query_scalar(STORY_BY_CONTENT_HASH)
+                .bind(&story.content_hash)
+                .fetch_optional(&mut *conn)
+                .await?
+                .map(|id: i64| (id, false));
 
             // Near duplicate: a recent story sharing a band key whose fingerprint is close.
             if duplicate.is_none() && !story.band_keys.is_empty() {
-                let candidates = sqlx::query(
-                    "SELECT s.id, COALESCE(s.duplicate_of, s.id) AS root, s.fingerprint \
-                     FROM stories s WHERE s.id IN ( \
-                       SELECT DISTINCT story_id FROM story_bands \
-                       WHERE band_key IN (SELECT value FROM json_each(?1))) \
-                     AND s.fetched_at >= ?2 AND s.fingerprint IS NOT NULL ORDER BY s.id",
-                )
-                .bind(serde_json::to_string(&story.band_keys).unwrap_or_else(|_| "[]".into()))
-                .bind(ts(window_start))
-                .fetch_all(&mut *conn)
-                .await?;
+                let candidates = sqlx::query(NEAR_DUP_CANDIDATES)
+                    .bind(json_array(&story.band_keys))
+                    .bind(ts(window_start))
+                    .fetch_all(&mut *conn)
+                    .await?;
                 for c in &candidates {
                     let fp: Vec<u8> = c.try_get("fingerprint")?;
                     if near_dup(&fp) {

@@ -22,3 +22,5 @@ mod politeness;
 mod match_cli;
 // Webhook delivery: retries, dead letters, max_age.
 mod delivery;
+// One alert per story across URL variants, copies, wire edits and updates.
+mod dedup;

@@ -261,3 +261,179 @@ async fn a_failure_streak_is_counted_and_reset(backend: Backend) {
     db.cleanup().await;
 }
 both_backends!(a_failure_streak_is_counted_and_reset);
+
+/// A story indexed under `band_keys`, with `fingerprint` as its stored fingerprint bytes.
+fn keyed(source_id: i64, url: &str, band_keys: &[i64], fingerprint: &str) -> NewStory {
+    NewStory {
+        band_keys: band_keys.to_vec(),
+        fingerprint: Some(fingerprint.as_bytes().to_vec()),
+        ..story(source_id, url, &format!("body of {url}"))
+    }
+}
+
+/// Saves `s` with a near-duplicate check that accepts only the fingerprint `accept`;
+/// returns the outcome and the fingerprints the check was shown, in order.
+async fn save_near(store: &dyn Store, s: &NewStory, accept: &str) -> (SaveOutcome, Vec<String>) {
+    let shown = std::sync::Mutex::new(Vec::new());
+    let check = |fp: &[u8]| {
+        shown
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(fp).into_owned());
+        fp == accept.as_bytes()
+    };
+    let outcome = store
+        .save_story(s, &[], Utc::now() - Duration::days(7), &check, &one_alert)
+        .await
+        .unwrap();
+    (outcome, shown.into_inner().unwrap())
+}
+
+async fn near_duplicates_are_found_through_shared_band_keys_inside_the_window(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let (store, src) = open(&db).await;
+    let store = store.as_ref();
+    // Keys at the ends of the i64 range and one that a float would round (2^53 + 1).
+    let odd = (1i64 << 53) + 1;
+    let original = keyed(
+        src,
+        "https://a.example/1",
+        &[i64::MIN, odd, i64::MAX],
+        "orig",
+    );
+    let (first, _) = save_near(store, &original, "").await;
+    let SaveOutcome::New { id, .. } = first else {
+        panic!("{first:?}")
+    };
+    let mut stale = keyed(src, "https://a.example/old", &[42], "stale");
+    stale.fetched_at = Utc::now() - Duration::days(10);
+    let (stale_outcome, _) = save_near(store, &stale, "").await;
+    assert!(matches!(stale_outcome, SaveOutcome::New { .. }));
+
+    // Sharing one key (the one a float would round) is enough to be a candidate.
+    let copy = keyed(src, "https://b.example/copy", &[7, odd], "copy");
+    let (outcome, shown) = save_near(store, &copy, "orig").await;
+    assert_eq!(shown, ["orig"]);
+    assert!(
+        matches!(outcome, SaveOutcome::Duplicate { of, near: true, .. } if of == id),
+        "{outcome:?}"
+    );
+
+    // A candidate the fingerprint check rejects is a new story.
+    let lookalike = keyed(src, "https://b.example/other", &[i64::MIN], "other");
+    let (outcome, shown) = save_near(store, &lookalike, "nothing").await;
+    assert_eq!(shown, ["orig"]);
+    assert!(matches!(outcome, SaveOutcome::New { .. }), "{outcome:?}");
+
+    // Stories older than the window are not candidates.
+    let late_copy = keyed(src, "https://b.example/late", &[42], "late");
+    let (outcome, shown) = save_near(store, &late_copy, "stale").await;
+    assert!(shown.is_empty(), "{shown:?}");
+    assert!(matches!(outcome, SaveOutcome::New { .. }), "{outcome:?}");
+
+    // An update re-indexes the story under its new keys only.
+    let mut revised = keyed(src, "https://a.example/1", &[99], "orig-v2");
+    revised.content_hash = "revised".into();
+    assert_eq!(
+        save_near(store, &revised, "").await.0,
+        SaveOutcome::Updated { id }
+    );
+    let (outcome, shown) = save_near(
+        store,
+        &keyed(src, "https://c.example/1", &[i64::MAX], "x"),
+        "",
+    )
+    .await;
+    assert!(shown.is_empty(), "the old keys are gone: {shown:?}");
+    assert!(matches!(outcome, SaveOutcome::New { .. }));
+    let (outcome, shown) = save_near(
+        store,
+        &keyed(src, "https://c.example/2", &[99], "y"),
+        "orig-v2",
+    )
+    .await;
+    assert_eq!(shown, ["orig-v2"]);
+    assert!(
+        matches!(outcome, SaveOutcome::Duplicate { of, near: true, .. } if of == id),
+        "{outcome:?}"
+    );
+    store.close().await;
+    db.cleanup().await;
+}
+both_backends!(near_duplicates_are_found_through_shared_band_keys_inside_the_window);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_finds_candidates_by_band_key_and_story_id_never_by_scanning() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let store = store::SqliteStore::connect(&db.url, 1).await.unwrap();
+    let probe = keyed(1, "https://a.example/1", &[1, 2, 3], "fp");
+    let plans = store
+        .explain_save_story_lookups(&probe, Utc::now() - Duration::days(7))
+        .await
+        .unwrap();
+    let plan = |lookup: &str| {
+        plans
+            .iter()
+            .find(|p| p.lookup == lookup)
+            .map(|p| p.lines.join("\n"))
+            .unwrap()
+    };
+    for p in &plans {
+        assert!(
+            !p.lines.iter().any(|l| l.contains("SCAN s ")
+                || l.trim_end().ends_with("SCAN s")
+                || l.contains("SCAN stories")
+                || l.contains("SCAN story_bands")),
+            "{}: {:#?}",
+            p.lookup,
+            p.lines
+        );
+    }
+    let near = plan("near_dup_candidates");
+    assert!(
+        near.contains("SEARCH story_bands USING PRIMARY KEY (band_key=?)"),
+        "{near}"
+    );
+    assert!(
+        near.contains("SEARCH s USING INTEGER PRIMARY KEY (rowid=?)"),
+        "{near}"
+    );
+    assert!(
+        plan("story_by_content_hash").contains("USING INDEX stories_content_hash_idx"),
+        "{plans:#?}"
+    );
+    store.close().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_explains_its_lookups_with_custom_and_generic_plans() {
+    let Some(db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let store = store::PostgresStore::connect(&db.url, 1).await.unwrap();
+    let probe = keyed(1, "https://a.example/it's", &[1, -2, i64::MAX], "fp");
+    for generic in [false, true] {
+        let plans = store
+            .explain_save_story_lookups(&probe, Utc::now() - Duration::days(7), generic)
+            .await
+            .unwrap();
+        let lookups: Vec<&str> = plans.iter().map(|p| p.lookup).collect();
+        assert_eq!(
+            lookups,
+            [
+                "story_by_canonical_url",
+                "story_by_content_hash",
+                "near_dup_candidates"
+            ]
+        );
+        assert!(plans.iter().all(|p| !p.lines.is_empty()));
+        let near = plans[2].lines.join("\n");
+        assert!(near.contains("story_bands"), "{near}");
+        assert_eq!(near.contains("$1"), generic, "{near}");
+    }
+    store.close().await;
+    db.cleanup().await;
+}

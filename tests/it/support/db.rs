@@ -9,8 +9,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
+use chrono::{DateTime, Utc};
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
+use sqlx::sqlite::SqliteConnection;
 use tempfile::TempDir;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +76,98 @@ impl TestDb {
             .execute(&mut conn)
             .await;
             let _ = conn.close().await;
+        }
+    }
+}
+
+/// A row of `stories` as a user reading the table sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoryRow {
+    pub id: i64,
+    pub url: String,
+    pub canonical_url: String,
+    pub title: Option<String>,
+    pub body: Option<String>,
+    pub content_hash: String,
+    pub updated_at: DateTime<Utc>,
+    pub duplicate_of: Option<i64>,
+}
+
+const STORY_COLUMNS: &str = "SELECT id, url, canonical_url, title, body, content_hash, \
+     updated_at, duplicate_of FROM stories ORDER BY id";
+
+/// The columns [`STORY_COLUMNS`] selects, with the backend's type of `updated_at`.
+type StoryColumns<At> = (
+    i64,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    At,
+    Option<i64>,
+);
+
+fn story_row<At>(columns: StoryColumns<At>, at: impl Fn(At) -> DateTime<Utc>) -> StoryRow {
+    let (id, url, canonical_url, title, body, content_hash, updated_at, duplicate_of) = columns;
+    StoryRow {
+        id,
+        url,
+        canonical_url,
+        title,
+        body,
+        content_hash,
+        updated_at: at(updated_at),
+        duplicate_of,
+    }
+}
+
+impl TestDb {
+    /// Every row of `stories`, by id, read with plain SQL (not through the Store).
+    pub async fn story_rows(&self) -> Vec<StoryRow> {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = SqliteConnection::connect(&self.url).await.unwrap();
+                let rows: Vec<StoryColumns<String>> = sqlx::query_as(STORY_COLUMNS)
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap();
+                let _ = conn.close().await;
+                let parse = |text: String| {
+                    DateTime::parse_from_rfc3339(&text)
+                        .expect("RFC 3339 updated_at")
+                        .with_timezone(&Utc)
+                };
+                rows.into_iter().map(|r| story_row(r, parse)).collect()
+            }
+            Backend::Postgres => {
+                let mut conn = PgConnection::connect(&self.url).await.unwrap();
+                let rows: Vec<StoryColumns<DateTime<Utc>>> = sqlx::query_as(STORY_COLUMNS)
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap();
+                let _ = conn.close().await;
+                rows.into_iter().map(|r| story_row(r, |at| at)).collect()
+            }
+        }
+    }
+
+    /// Every `(story_id, topic)` of `matches`, sorted, read with plain SQL.
+    pub async fn match_rows(&self) -> Vec<(i64, String)> {
+        let sql = "SELECT story_id, topic FROM matches ORDER BY story_id, topic";
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = SqliteConnection::connect(&self.url).await.unwrap();
+                let rows = sqlx::query_as(sql).fetch_all(&mut conn).await.unwrap();
+                let _ = conn.close().await;
+                rows
+            }
+            Backend::Postgres => {
+                let mut conn = PgConnection::connect(&self.url).await.unwrap();
+                let rows = sqlx::query_as(sql).fetch_all(&mut conn).await.unwrap();
+                let _ = conn.close().await;
+                rows
+            }
         }
     }
 }

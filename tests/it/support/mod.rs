@@ -13,7 +13,7 @@ use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-pub use db::{Backend, TestDb};
+pub use db::{Backend, StoryRow, TestDb};
 
 /// Runs a scenario against both backends as two tests.
 #[macro_export]
