@@ -243,6 +243,11 @@ impl Fetcher {
         if let Some(pacing) = &self.pacing {
             pacing.until_key_ready(&host).await;
         }
+        // Checked again: a request that held the host's slot while this one
+        // waited may have been told to back off (429/503 with Retry-After).
+        if let Some(until) = self.paused_until(&host) {
+            return Err(FetchError::HostPaused { host, until });
+        }
 
         let mut request = self.client.get(url.clone());
         if let Some(etag) = &validators.etag {

@@ -342,6 +342,18 @@ pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Sto
     }
 }
 
+/// Near-duplicate candidates: of the stories sharing a band key, only this many of the
+/// newest are looked at per key. Templated stories (bulletins, tickers: one sentence with
+/// a number changed) share a few band keys with every story of their template, so without
+/// a bound each new one would compare against all the earlier ones and a feed of such
+/// items would take quadratic time. A true copy shares several band keys (about
+/// `50·J³`), so it is still found through the keys that are not crowded.
+pub(crate) const NEAR_DUP_PER_BAND: i64 = 16;
+
+/// Near-duplicate candidates: at most this many, those sharing the most band keys first,
+/// have their fingerprints read and compared.
+pub(crate) const NEAR_DUP_MAX_CANDIDATES: i64 = 64;
+
 /// `t` truncated to the microsecond, the precision both backends store.
 pub(crate) fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
     use chrono::DurationRound;

@@ -17,9 +17,9 @@ use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::{
-    AlertBuilder, Counts, Delivery, DeliveryInfo, DeliveryResult, NearDupCheck, NewStory,
-    OutboxEntry, PollRecord, QueryPlan, SaveOutcome, SourceRow, SourceSpec, SourceState, Store,
-    StoreError, StoreResult, StreakChange,
+    AlertBuilder, Counts, Delivery, DeliveryInfo, DeliveryResult, NEAR_DUP_MAX_CANDIDATES,
+    NEAR_DUP_PER_BAND, NearDupCheck, NewStory, OutboxEntry, PollRecord, QueryPlan, SaveOutcome,
+    SourceRow, SourceSpec, SourceState, Store, StoreError, StoreResult, StreakChange,
 };
 use crate::topics::TopicMatch;
 
@@ -34,9 +34,14 @@ const STORY_BY_CONTENT_HASH: &str = "SELECT COALESCE(duplicate_of, id) FROM stor
 /// Near-duplicate candidates: the stories fetched since `$2` that share one of the band
 /// keys in `$1`, found through the `story_bands` primary key and then read by id.
 const NEAR_DUP_CANDIDATES: &str = "SELECT s.id, COALESCE(s.duplicate_of, s.id) AS root, \
-     s.fingerprint FROM stories s WHERE s.id IN ( \
-       SELECT DISTINCT story_id FROM story_bands WHERE band_key = ANY($1)) \
-     AND s.fetched_at >= $2 AND s.fingerprint IS NOT NULL ORDER BY s.id";
+     s.fingerprint FROM stories s JOIN ( \
+       SELECT b.story_id, COUNT(*) AS shared \
+       FROM unnest($1::bigint[]) AS k(key) CROSS JOIN LATERAL ( \
+         SELECT story_id FROM story_bands WHERE band_key = k.key \
+         ORDER BY story_id DESC LIMIT $3) b \
+       GROUP BY b.story_id ORDER BY shared DESC, b.story_id DESC LIMIT $4 \
+     ) c ON c.story_id = s.id \
+     WHERE s.fetched_at >= $2 AND s.fingerprint IS NOT NULL ORDER BY s.id";
 
 /// The Postgres backend.
 pub struct PostgresStore {
@@ -91,6 +96,8 @@ impl PostgresStore {
                 vec![
                     format!("'{{{}}}'::bigint[]", keys.join(",")),
                     format!("{}::timestamptz", sql_text(&window_start.to_rfc3339())),
+                    NEAR_DUP_PER_BAND.to_string(),
+                    NEAR_DUP_MAX_CANDIDATES.to_string(),
                 ],
             ),
         ];
@@ -464,9 +471,13 @@ impl Store for PostgresStore {
             .map(|id: i64| (id, false));
 
         if duplicate.is_none() && !story.band_keys.is_empty() {
+            // The newest NEAR_DUP_PER_BAND stories of each band key, the
+            // NEAR_DUP_MAX_CANDIDATES sharing most keys.
             let candidates = sqlx::query(NEAR_DUP_CANDIDATES)
                 .bind(&story.band_keys)
                 .bind(window_start)
+                .bind(NEAR_DUP_PER_BAND)
+                .bind(NEAR_DUP_MAX_CANDIDATES)
                 .fetch_all(&mut *tx)
                 .await?;
             for c in &candidates {

@@ -15,9 +15,9 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::{
-    AlertBuilder, Counts, Delivery, DeliveryInfo, DeliveryResult, NearDupCheck, NewStory,
-    OutboxEntry, PollRecord, QueryPlan, SaveOutcome, SourceRow, SourceSpec, SourceState, Store,
-    StoreError, StoreResult, StreakChange, terms_json,
+    AlertBuilder, Counts, Delivery, DeliveryInfo, DeliveryResult, NEAR_DUP_MAX_CANDIDATES,
+    NEAR_DUP_PER_BAND, NearDupCheck, NewStory, OutboxEntry, PollRecord, QueryPlan, SaveOutcome,
+    SourceRow, SourceSpec, SourceState, Store, StoreError, StoreResult, StreakChange, terms_json,
 };
 use crate::topics::TopicMatch;
 
@@ -33,10 +33,15 @@ const STORY_BY_CONTENT_HASH: &str = "SELECT COALESCE(duplicate_of, id) FROM stor
 /// keys in `?1` (a JSON array), found through the `story_bands` primary key and then
 /// read by id.
 const NEAR_DUP_CANDIDATES: &str = "SELECT s.id, COALESCE(s.duplicate_of, s.id) AS root, \
-     s.fingerprint FROM stories s WHERE s.id IN ( \
-       SELECT DISTINCT story_id FROM story_bands \
-       WHERE band_key IN (SELECT value FROM json_each(?1))) \
-     AND s.fetched_at >= ?2 AND s.fingerprint IS NOT NULL ORDER BY s.id";
+     s.fingerprint FROM stories s JOIN ( \
+       SELECT sb.story_id, COUNT(*) AS shared \
+       FROM json_each(?1) AS k JOIN story_bands sb ON sb.band_key = k.value \
+        AND sb.story_id >= COALESCE((SELECT b.story_id FROM story_bands b \
+          WHERE b.band_key = k.value ORDER BY b.story_id DESC \
+          LIMIT 1 OFFSET ?3), 0) \
+       GROUP BY sb.story_id ORDER BY shared DESC, sb.story_id DESC LIMIT ?4 \
+     ) c ON c.story_id = s.id \
+     WHERE s.fetched_at >= ?2 AND s.fingerprint IS NOT NULL ORDER BY s.id";
 
 /// A JSON array of integers, as `json_each` reads it.
 fn json_array(values: &[i64]) -> String {
@@ -110,6 +115,8 @@ impl SqliteStore {
         let near = sqlx::query(explain(NEAR_DUP_CANDIDATES))
             .bind(json_array(&story.band_keys))
             .bind(ts(window_start))
+            .bind(NEAR_DUP_PER_BAND - 1)
+            .bind(NEAR_DUP_MAX_CANDIDATES)
             .fetch_all(&mut *conn)
             .await?;
         Ok(vec![
@@ -502,9 +509,13 @@ impl Store for SqliteStore {
 
             // Near duplicate: a recent story sharing a band key whose fingerprint is close.
             if duplicate.is_none() && !story.band_keys.is_empty() {
+                // The newest NEAR_DUP_PER_BAND stories of each band key (a range on the
+                // (band_key, story_id) key), the NEAR_DUP_MAX_CANDIDATES sharing most keys.
                 let candidates = sqlx::query(NEAR_DUP_CANDIDATES)
                     .bind(json_array(&story.band_keys))
                     .bind(ts(window_start))
+                    .bind(NEAR_DUP_PER_BAND - 1)
+                    .bind(NEAR_DUP_MAX_CANDIDATES)
                     .fetch_all(&mut *conn)
                     .await?;
                 for c in &candidates {

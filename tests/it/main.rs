@@ -24,3 +24,7 @@ mod match_cli;
 mod delivery;
 // One alert per story across URL variants, copies, wire edits and updates.
 mod dedup;
+// Hostile servers and bodies: malformed feeds, entity bombs, oversized and
+// endless responses, redirects, charsets, odd dates, huge feeds, HTTP statuses,
+// source health events and a TLS handshake — each bad source fails alone.
+mod hostile;

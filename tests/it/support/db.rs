@@ -1,5 +1,5 @@
 //! Test databases on both backends. SQLite: a file in a temporary directory.
-//! Postgres: a fresh `t_<uuid>` database per test on the server named by
+//! Postgres: a fresh `t_<unix seconds>_<uuid>` database per test on the server named by
 //! `FEEDWATCH_TEST_DATABASE_URL`, or else on a throwaway cluster started with
 //! the system's `initdb`/`pg_ctl` (stopped when the test process exits). With
 //! `FEEDWATCH_REQUIRE_POSTGRES=1` a missing Postgres fails the test instead of
@@ -45,7 +45,11 @@ impl TestDb {
             }
             Backend::Postgres => {
                 let admin = postgres_admin_url()?;
-                let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+                let name = format!(
+                    "t_{}_{}",
+                    chrono::Utc::now().timestamp(),
+                    uuid::Uuid::new_v4().simple()
+                );
                 let mut conn = PgConnection::connect(&admin)
                     .await
                     .expect("connect to the Postgres admin database");
@@ -53,6 +57,14 @@ impl TestDb {
                     .execute(&mut conn)
                     .await
                     .expect("create test database");
+                // Test data need not survive a crash of the server: commits skip
+                // the WAL flush, which is most of a small transaction's time.
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "ALTER DATABASE \"{name}\" SET synchronous_commit = off"
+                )))
+                .execute(&mut conn)
+                .await
+                .expect("configure test database");
                 let _ = conn.close().await;
                 let url = with_database(&admin, &name);
                 Some(TestDb {
@@ -213,7 +225,13 @@ pub fn postgres_admin_url() -> Option<String> {
     admin
 }
 
-/// Drops `t_%` databases left by earlier runs that died before cleaning up.
+/// How old a test database must be before a sweep may take it for a leftover.
+const STALE_AFTER_SECS: i64 = 3600;
+
+/// Drops `t_<unix seconds>_<uuid>` databases left by earlier runs that died
+/// before cleaning up. Only old ones: other test processes (nextest runs one per
+/// test; other checkouts share the server) create databases all the time, and a
+/// test's database has no connection between two runs of the binary.
 fn sweep_stale_databases(admin: &str) {
     let admin = admin.to_string();
     std::thread::spawn(move || {
@@ -225,8 +243,7 @@ fn sweep_stale_databases(admin: &str) {
             let Ok(mut conn) = PgConnection::connect(&admin).await else {
                 return;
             };
-            // Only databases older than this process's start are stale; ours are new.
-            let stale: Vec<String> = sqlx::query_scalar(
+            let candidates: Vec<String> = sqlx::query_scalar(
                 "SELECT d.datname::text FROM pg_database d \
                  WHERE d.datname LIKE 't\\_%' AND NOT EXISTS \
                    (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)",
@@ -234,6 +251,13 @@ fn sweep_stale_databases(admin: &str) {
             .fetch_all(&mut conn)
             .await
             .unwrap_or_default();
+            let now = chrono::Utc::now().timestamp();
+            let stale = candidates.into_iter().filter(|name| {
+                name.split('_')
+                    .nth(1)
+                    .and_then(|secs| secs.parse::<i64>().ok())
+                    .is_some_and(|created| now - created > STALE_AFTER_SECS)
+            });
             for name in stale {
                 let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                     "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"

@@ -66,6 +66,8 @@ pub struct SeenRequest {
 
 struct SiteState {
     resources: Mutex<HashMap<String, Resource>>,
+    /// Answers for the next requests, whatever their path (first in, first out).
+    next: Mutex<std::collections::VecDeque<Resource>>,
     seen: Mutex<Vec<SeenRequest>>,
     count: watch::Sender<usize>,
 }
@@ -81,6 +83,7 @@ impl Site {
     pub async fn start() -> Site {
         let state = Arc::new(SiteState {
             resources: Mutex::new(HashMap::new()),
+            next: Mutex::new(std::collections::VecDeque::new()),
             seen: Mutex::new(Vec::new()),
             count: watch::channel(0).0,
         });
@@ -107,6 +110,12 @@ impl Site {
             .insert(path.to_string(), resource);
     }
 
+    /// Answers the next request with `resource`, whatever its path (then the
+    /// site serves its resources again).
+    pub fn answer_next(&self, resource: Resource) {
+        self.state.next.lock().unwrap().push_back(resource);
+    }
+
     pub fn requests(&self) -> Vec<SeenRequest> {
         self.state.seen.lock().unwrap().clone()
     }
@@ -131,7 +140,8 @@ impl Site {
 
 async fn serve(State(state): State<Arc<SiteState>>, uri: Uri, headers: HeaderMap) -> Response {
     let path = uri.path().to_string();
-    let resource = state.resources.lock().unwrap().get(&path).cloned();
+    let next = state.next.lock().unwrap().pop_front();
+    let resource = next.or_else(|| state.resources.lock().unwrap().get(&path).cloned());
     let response = match resource {
         None => Response::builder()
             .status(404)

@@ -4,6 +4,9 @@
 
 pub mod db;
 pub mod http;
+pub mod raw;
+pub mod rows;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
