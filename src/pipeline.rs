@@ -732,21 +732,17 @@ async fn finish_poll(
     let interval = config.interval_of(&end.job.plan.spec);
     let now = Utc::now();
     let record = match &end.result {
-        Ok(ok) => {
-            stats.polls_ok.fetch_add(1, Ordering::Relaxed);
-            PollRecord {
-                source_id: end.job.row.id,
-                polled_at: end.polled_at,
-                status: Some(ok.status),
-                error: None,
-                etag: ok.validators.etag.clone(),
-                last_modified: ok.validators.last_modified.clone(),
-                next_poll_at: now + to_chrono(jittered(interval)),
-                state: SourceState::Active,
-            }
-        }
+        Ok(ok) => PollRecord {
+            source_id: end.job.row.id,
+            polled_at: end.polled_at,
+            status: Some(ok.status),
+            error: None,
+            etag: ok.validators.etag.clone(),
+            last_modified: ok.validators.last_modified.clone(),
+            next_poll_at: now + to_chrono(jittered(interval)),
+            state: SourceState::Active,
+        },
         Err(fail) => {
-            stats.polls_failed.fetch_add(1, Ordering::Relaxed);
             let failures = u32::try_from(end.job.row.consecutive_failures).unwrap_or(0) + 1;
             let state = match fail.status {
                 Some(403) => SourceState::Blocked,
@@ -777,6 +773,11 @@ async fn finish_poll(
         }
     };
     let change = shared.store.finish_poll(&record).await?;
+    // Counted once recorded: a retried `finish_poll` must not count the poll twice.
+    match record.error {
+        None => stats.polls_ok.fetch_add(1, Ordering::Relaxed),
+        Some(_) => stats.polls_failed.fetch_add(1, Ordering::Relaxed),
+    };
     metrics::counter!(
         "feedwatch_polls_total",
         "source" => end.job.plan.spec.name().to_string(),

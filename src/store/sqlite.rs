@@ -205,13 +205,18 @@ macro_rules! source_columns {
     };
 }
 
-fn delivery_row(row: &SqliteRow) -> StoreResult<Delivery> {
+/// `deliveries.id`, stored as hyphenated text.
+fn delivery_id(row: &SqliteRow) -> StoreResult<Uuid> {
     let id: String = row.try_get("id")?;
+    Uuid::parse_str(&id).map_err(|_| StoreError::Decode {
+        column: "deliveries.id",
+        value: id,
+    })
+}
+
+fn delivery_row(row: &SqliteRow) -> StoreResult<Delivery> {
     Ok(Delivery {
-        id: Uuid::parse_str(&id).map_err(|_| StoreError::Decode {
-            column: "deliveries.id",
-            value: id.clone(),
-        })?,
+        id: delivery_id(row)?,
         event: row.try_get("event")?,
         webhook: row.try_get("webhook")?,
         payload: row.try_get("payload")?,
@@ -726,12 +731,8 @@ impl Store for SqliteStore {
 }
 
 fn delivery_row_info(row: &SqliteRow) -> StoreResult<DeliveryInfo> {
-    let id: String = row.try_get("id")?;
     Ok(DeliveryInfo {
-        id: Uuid::parse_str(&id).map_err(|_| StoreError::Decode {
-            column: "deliveries.id",
-            value: id.clone(),
-        })?,
+        id: delivery_id(row)?,
         event: row.try_get("event")?,
         event_key: row.try_get("event_key")?,
         webhook: row.try_get("webhook")?,
