@@ -82,8 +82,13 @@ pub struct TopicSet {
     phrases: Vec<Phrase>,
     /// One bit per key: some phrase starts with the word (most words are skipped on this alone).
     anchor_bits: Vec<u64>,
-    /// Phrases by first word; a key's share is `anchored[key_info[k].anchored]`.
+    /// A bit per hash of (first word, second word) of every phrase (see [`pair_bit`]): where
+    /// a phrase's first word hit, the next token is tested against it before any phrase is
+    /// looked at, so that only real pairs (and a few collisions) go further.
+    pair_bits: Vec<u64>,
+    /// Phrases by first word; key `k`'s share is `anchored[anchored_starts[k]..anchored_starts[k + 1]]`.
     anchored: Vec<Anchored>,
+    anchored_starts: Vec<u32>,
     /// While compiling: phrase (word keys, last is a prefix) → its key.
     phrase_keys: HashMap<(Box<[Key]>, bool), Key>,
     /// Longest phrase, in words; bounds the NEAR sweep.
@@ -96,25 +101,16 @@ pub struct TopicSet {
     /// scope, else `NONE`. OR nodes list such children first and test them without recursing.
     child_keys: Vec<Key>,
     topics: Vec<CompiledTopic>,
-    /// Per key, where its postings and its anchored phrases are (read together).
-    key_info: Vec<KeyInfo>,
-    /// `postings[key_info[k].postings]`: the (gate, group) pairs key `k` satisfies.
+    /// `postings[posting_starts[k]..posting_starts[k + 1]]`: the (gate, group) pairs key `k`
+    /// satisfies. Four bytes per key keep the starts of a large set mostly in cache.
     postings: Vec<(u32, u32)>,
+    posting_starts: Vec<u32>,
     /// Number of required groups of each gate. A gate is a subtree that cannot hold unless
     /// all its groups are satisfied: gate `t < topics.len()` is topic `t`'s whole query, the
     /// others are the subtrees under NOTs.
     gate_groups: Vec<u32>,
     /// Number of required groups over all gates.
     group_count: usize,
-}
-
-/// Where a key's postings and anchored phrases are.
-#[derive(Debug, Clone, Copy, Default)]
-struct KeyInfo {
-    /// `postings[postings.0..postings.1]`.
-    postings: (u32, u32),
-    /// `anchored[anchored.0..anchored.1]`: phrases that start with this word.
-    anchored: (u32, u32),
 }
 
 struct CompiledTopic {
@@ -182,14 +178,16 @@ impl TopicSet {
             key_spans: Vec::new(),
             phrases: Vec::new(),
             anchor_bits: Vec::new(),
+            pair_bits: Vec::new(),
             anchored: Vec::new(),
+            anchored_starts: Vec::new(),
             phrase_keys: HashMap::new(),
             max_span: 1,
             nodes: Vec::new(),
             children: Vec::new(),
             child_keys: Vec::new(),
             topics: Vec::new(),
-            key_info: Vec::new(),
+            posting_starts: Vec::new(),
             postings: Vec::new(),
             gate_groups: Vec::new(),
             group_count: 0,
@@ -269,7 +267,6 @@ impl TopicSet {
             tokens,
             hits,
             key_bits,
-            key_hits,
             gate_stamp,
             gate_count,
             epoch,
@@ -282,7 +279,6 @@ impl TopicSet {
             tokens,
             hits,
             key_bits,
-            key_hits,
             gate_stamp,
             gate_count,
             epoch: *epoch,
@@ -353,15 +349,23 @@ impl TopicSet {
             if self.anchor_bits[key / 64] & (1 << (key % 64)) == 0 {
                 continue;
             }
-            let (from, to) = self.key_info[key].anchored;
-            let (from, to) = (from as usize, to as usize);
             let pos = s.hits[i] as u32;
             let Some(next) = s.tokens.get(pos as usize + 1) else {
                 continue;
             };
+            let next_pfx = &s.pfx[next.pfx.start as usize..next.pfx.end as usize];
+            let pair = |second: Key| {
+                let bit = pair_bit(key as Key, second);
+                self.pair_bits[bit / 64] & (1 << (bit % 64)) != 0
+            };
+            if !pair(next.word) && !next_pfx.iter().any(|&k| pair(k)) {
+                continue;
+            }
+            let from = self.anchored_starts[key] as usize;
+            let to = self.anchored_starts[key + 1] as usize;
             for anchored in &self.anchored[from..to] {
                 let second_hit = if anchored.second_is_prefix {
-                    s.pfx[next.pfx.start as usize..next.pfx.end as usize].contains(&anchored.second)
+                    next_pfx.contains(&anchored.second)
                 } else {
                     next.word == anchored.second
                 };
@@ -376,21 +380,17 @@ impl TopicSet {
         }
     }
 
-    /// Records each hit key's range in `s.hits`, counts the satisfied groups of every gate,
+    /// Marks each hit key in `s.key_bits`, counts the satisfied groups of every gate,
     /// and collects the topics whose groups are all satisfied, in configuration order.
     fn find_candidates(&self, s: &mut Scratch) {
         let epoch = s.epoch;
         let mut i = 0;
         while i < s.hits.len() {
             let key = (s.hits[i] >> 32) as usize;
-            let mut j = i + 1;
-            while j < s.hits.len() && (s.hits[j] >> 32) as usize == key {
-                j += 1;
-            }
+            i += s.hits[i..].partition_point(|&h| (h >> 32) as usize == key);
             s.key_bits[key / 64] |= 1 << (key % 64);
-            s.key_hits[key] = (i as u32, j as u32);
-            let (from, to) = self.key_info[key].postings;
-            let (from, to) = (from as usize, to as usize);
+            let from = self.posting_starts[key] as usize;
+            let to = self.posting_starts[key + 1] as usize;
             for &(gate, group) in &self.postings[from..to] {
                 let (gate, group) = (gate as usize, group as usize);
                 if s.group_stamp[group] == epoch {
@@ -406,7 +406,6 @@ impl TopicSet {
                     s.candidates.push(gate as u32);
                 }
             }
-            i = j;
         }
         s.candidates.sort_unstable();
     }
@@ -778,16 +777,16 @@ impl TopicSet {
                 }
             })
             .collect();
-        self.key_info.resize(self.key_count, KeyInfo::default());
         self.anchor_bits = vec![0; self.key_count.div_ceil(64)];
-        for (i, &(key, _)) in pairs.iter().enumerate() {
-            let info = &mut self.key_info[key as usize];
-            if info.anchored.1 == 0 {
-                info.anchored.0 = i as u32;
-            }
-            info.anchored.1 = i as u32 + 1;
+        self.pair_bits = vec![0; PAIR_BITS / 64];
+        for p in &self.phrases {
+            let bit = pair_bit(p.keys[0], p.keys[1]);
+            self.pair_bits[bit / 64] |= 1 << (bit % 64);
+        }
+        for &(key, _) in &pairs {
             self.anchor_bits[key as usize / 64] |= 1 << (key % 64);
         }
+        self.anchored_starts = starts_by_key(pairs.iter().map(|&(key, _)| key), self.key_count);
         self.anchored = anchored;
     }
 
@@ -804,14 +803,7 @@ impl TopicSet {
         self.gate_groups = gates.iter().map(|g| g.len() as u32).collect();
         pairs.sort_unstable();
         self.group_count = group as usize;
-        self.key_info.resize(self.key_count, KeyInfo::default());
-        for (i, &(key, _, _)) in pairs.iter().enumerate() {
-            let info = &mut self.key_info[key as usize];
-            if info.postings.1 == 0 {
-                info.postings.0 = i as u32;
-            }
-            info.postings.1 = i as u32 + 1;
-        }
+        self.posting_starts = starts_by_key(pairs.iter().map(|&(key, _, _)| key), self.key_count);
         self.postings = pairs.into_iter().map(|(_, t, g)| (t, g)).collect();
     }
 }
@@ -877,8 +869,6 @@ struct Scratch {
     /// One bit per key: set when the key hit this story. Small enough to stay in cache while
     /// the many keys of candidate topics are tested, most of them absent.
     key_bits: Vec<u64>,
-    /// Per key whose bit is set: its range in `hits`.
-    key_hits: Vec<(u32, u32)>,
     group_stamp: Vec<u32>,
     /// `gate_stamp[g] == epoch` when gate `g` has satisfied groups; then `gate_count[g]` counts them.
     gate_stamp: Vec<u32>,
@@ -905,7 +895,6 @@ impl Scratch {
         }
         self.clear_key_bits();
         grow(&mut self.key_bits, set.key_count.div_ceil(64), 0);
-        grow(&mut self.key_hits, set.key_count, (0, 0));
         grow(&mut self.group_stamp, set.group_count, 0);
         grow(&mut self.gate_stamp, set.gate_groups.len(), 0);
         grow(&mut self.gate_count, set.gate_groups.len(), 0);
@@ -966,7 +955,6 @@ struct Story<'a> {
     tokens: &'a [Token],
     hits: &'a [u64],
     key_bits: &'a [u64],
-    key_hits: &'a [(u32, u32)],
     gate_stamp: &'a [u32],
     gate_count: &'a [u32],
     epoch: u32,
@@ -982,8 +970,11 @@ impl Story<'_> {
         if self.key_bits[k / 64] & (1 << (k % 64)) == 0 {
             return &[];
         }
-        let (from, to) = self.key_hits[k];
-        &self.hits[from as usize..to as usize]
+        // A binary search in the story's few hundred hits, which are in cache, rather than a
+        // table with a slot per key of the whole set, which would not be.
+        let from = self.hits.partition_point(|&h| (h >> 32) < u64::from(key));
+        let to = from + self.hits[from..].partition_point(|&h| (h >> 32) == u64::from(key));
+        &self.hits[from..to]
     }
 
     /// True when all `groups` required groups of `gate` are satisfied.
@@ -1135,7 +1126,10 @@ fn push_collapsed(out: &mut String, text: &str) {
 /// records in breadth-first order (the busy top levels share cache lines). A record is a
 /// header (edge count and flags), the word key and the prefix key if the flags say so, then
 /// the edges as `label << 24 | record offset`: one step down the trie reads one record, which
-/// mostly sits in one cache line. The first two and three levels are also tables indexed by a
+/// mostly sits in one cache line. Below depth three, a run of nodes that each lead on to a
+/// single child and hold no key (the tail that only one query word has, as in `…ation`) is
+/// one *chain* record holding the run's bytes, four to a `u32`, and the offset of the node
+/// after it: a long word is compared in one step rather than walked byte by byte. The first two and three levels are also tables indexed by a
 /// word's first letters or digits (`pairs`, `triples`, 190 KB), so a word starts its walk at
 /// depth three with one read.
 struct Lexicon {
@@ -1155,6 +1149,50 @@ struct Lexicon {
     building: Vec<BuildNode>,
 }
 
+/// Bits in `TopicSet::pair_bits` (8 KB): with thousands of phrases, few false positives.
+const PAIR_BITS: usize = 1 << 16;
+
+/// The `pair_bits` bit of a phrase starting with words `first` and `second`.
+fn pair_bit(first: Key, second: Key) -> usize {
+    let pair = u64::from(first) << 32 | u64::from(second);
+    (pair.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - PAIR_BITS.trailing_zeros())) as usize
+}
+
+/// Where each key's entries start in a list sorted by key: key `k` has
+/// `starts[k]..starts[k + 1]`.
+fn starts_by_key(sorted_keys: impl Iterator<Item = Key>, key_count: usize) -> Vec<u32> {
+    let mut starts = vec![0u32; key_count + 1];
+    for key in sorted_keys {
+        starts[key as usize + 1] += 1;
+    }
+    for k in 0..key_count {
+        starts[k + 1] += starts[k];
+    }
+    starts
+}
+
+/// The run of bytes from `node` down through nodes that hold no key and have one child, and
+/// the node it ends at; `None` unless `node` itself is such a node.
+fn chain_from(building: &[BuildNode], node: u32) -> Option<(Vec<u8>, u32)> {
+    let mut bytes = Vec::new();
+    let mut at = node as usize;
+    while let [(byte, child)] = building[at].children[..] {
+        if building[at].word != NONE || building[at].prefix != NONE {
+            break;
+        }
+        bytes.push(byte);
+        at = child as usize;
+    }
+    (!bytes.is_empty()).then_some((bytes, at as u32))
+}
+
+/// Up to four bytes as one `u32` (little-endian, zero-padded), as chain records hold them.
+fn pack(chunk: &[u8]) -> u32 {
+    let mut word = [0u8; 4];
+    word[..chunk.len()].copy_from_slice(chunk);
+    u32::from_le_bytes(word)
+}
+
 /// Number of byte classes in `Lexicon::pairs`: `0-9` and `a-z`.
 const CLASSES: usize = 36;
 
@@ -1172,7 +1210,9 @@ fn class(byte: u8) -> Option<usize> {
 const HAS_WORD: u32 = 1 << 30;
 /// Record header flag: the prefix key follows (after the word key, if any).
 const HAS_PREFIX: u32 = 1 << 31;
-/// Record header bits holding the edge count.
+/// Record header flag: a chain record; the count bits hold the number of bytes.
+const CHAIN: u32 = 1 << 29;
+/// Record header bits holding the edge count (or a chain's byte count).
 const EDGE_COUNT: u32 = 0x00ff_ffff;
 /// Largest record array that 24-bit edge targets can address.
 const MAX_RECORDS: usize = 1 << 24;
@@ -1237,27 +1277,69 @@ impl Lexicon {
     /// them never match.
     fn freeze(&mut self) {
         let building = std::mem::take(&mut self.building);
-        // Breadth-first order and each node's record offset.
-        let mut order = vec![0u32];
+        // Order: breadth-first down to depth two (the busy top, reached through `root` and
+        // `pairs`), then each depth-three node (reached through `triples`) followed
+        // depth-first by everything below it, so that the rest of a walk stays within a few
+        // neighbouring cache lines. Below depth two, runs of keyless one-child nodes are
+        // chains: the chain's record stands for the whole run, and the node after it follows.
+        let mut order = Vec::new();
+        let mut level = vec![0u32];
+        for _ in 0..3 {
+            order.extend_from_slice(&level);
+            level = level
+                .iter()
+                .flat_map(|&n| building[n as usize].children.iter().map(|&(_, c)| c))
+                .collect();
+        }
+        let mut chains: HashMap<u32, (Vec<u8>, u32)> = HashMap::new();
+        for &top in &level {
+            let mut stack = vec![top];
+            while let Some(node) = stack.pop() {
+                order.push(node);
+                match chain_from(&building, node) {
+                    Some((bytes, end)) => {
+                        chains.insert(node, (bytes, end));
+                        stack.push(end);
+                    }
+                    None => stack.extend(
+                        building[node as usize]
+                            .children
+                            .iter()
+                            .rev()
+                            .map(|&(_, c)| c),
+                    ),
+                }
+            }
+        }
+        // Each node's record offset; parents come before children, so a cut leaves no
+        // orphan.
         let mut offset = vec![u32::MAX; building.len()];
         let mut size = 0usize;
-        let mut next = 0;
-        while next < order.len() {
-            let old = order[next] as usize;
-            next += 1;
-            if size + building[old].record_len() > MAX_RECORDS {
+        let mut kept = 0;
+        for &node in &order {
+            let len = chains.get(&node).map_or_else(
+                || building[node as usize].record_len(),
+                |(bytes, _)| 2 + bytes.len().div_ceil(4),
+            );
+            if size + len > MAX_RECORDS {
                 break;
             }
-            offset[old] = size as u32;
-            size += building[old].record_len();
-            order.extend(building[old].children.iter().map(|&(_, c)| c));
+            offset[node as usize] = size as u32;
+            size += len;
+            kept += 1;
         }
+        order.truncate(kept);
         self.records = Vec::with_capacity(size);
         for &old in &order {
-            let node = &building[old as usize];
-            if offset[old as usize] == u32::MAX {
+            if let Some((bytes, end)) = chains.get(&old) {
+                self.records.push(CHAIN | bytes.len() as u32);
+                self.records.extend(bytes.chunks(4).map(pack));
+                // 0 (the root) ends the walk: the node after the chain was cut off.
+                let end = offset[*end as usize];
+                self.records.push(if end == u32::MAX { 0 } else { end });
                 continue;
             }
+            let node = &building[old as usize];
             let edges: Vec<u32> = node
                 .children
                 .iter()
@@ -1358,6 +1440,24 @@ impl Lexicon {
         };
         while at != 0 {
             let header = self.records[at];
+            if header & CHAIN != 0 {
+                let n = (header & EDGE_COUNT) as usize;
+                let words = n.div_ceil(4);
+                let Some(rest) = bytes.get(i..i + n) else {
+                    return NONE;
+                };
+                let packed = &self.records[at + 1..at + 1 + words];
+                if !rest
+                    .chunks(4)
+                    .zip(packed)
+                    .all(|(chunk, &p)| pack(chunk) == p)
+                {
+                    return NONE;
+                }
+                i += n;
+                at = self.records[at + 1 + words] as usize;
+                continue;
+            }
             let mut field = at + 1;
             let word_key = if header & HAS_WORD != 0 {
                 field += 1;
@@ -1490,6 +1590,31 @@ mod tests {
         assert_eq!(names("internationalizatio"), ["internat"]);
         assert_eq!(names("zq"), ["z"]);
         assert!(names("zqx").is_empty());
+    }
+
+    #[test]
+    fn long_tails_match_only_byte_for_byte() {
+        // The tails below the shared "decarbonis" are single runs of bytes (chain records).
+        let s = set(&[
+            ("word", "decarbonisation", 1.0),
+            ("deeper", "decarbonisationists*", 1.0),
+            ("sibling", "decarbonised", 1.0),
+        ]);
+        let names = |text: &str| -> Vec<String> {
+            s.match_story("", text)
+                .into_iter()
+                .map(|m| m.topic)
+                .collect()
+        };
+        assert_eq!(names("decarbonisation"), ["word"]);
+        assert_eq!(names("decarbonised"), ["sibling"]);
+        assert!(names("decarbonisatio").is_empty(), "ends inside a tail");
+        assert!(names("decarbonisatiom").is_empty(), "last byte differs");
+        assert!(names("decarbonisazion").is_empty(), "a middle byte differs");
+        assert!(names("decarbonisations").is_empty());
+        assert_eq!(names("decarbonisationists"), ["deeper"]);
+        assert_eq!(names("decarbonisationistsx"), ["deeper"]);
+        assert!(names("decarbonisationist").is_empty());
     }
 
     #[test]
