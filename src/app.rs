@@ -129,6 +129,13 @@ impl App {
         }
         drop(tx);
         pipeline.await.context("pipeline task panicked")?;
+        // A `once` run from a timer is the only pass some stores get: keep their index
+        // pruned too. A failure here costs space, not stories, so it does not fail the run.
+        if let Err(e) =
+            prune_bands(self.shared.store.as_ref(), self.shared.config.dedup.window).await
+        {
+            warn!(error = %e, "cannot prune the near-duplicate index");
+        }
         let deliveries = self
             .notifier
             .deliver_due(self.shared.store.as_ref())
@@ -179,6 +186,26 @@ impl App {
             "feedwatch running"
         );
         notify_systemd(&[sd_notify::NotifyState::Ready]);
+        {
+            let (store, window, prune_cancel) = (
+                self.shared.store.clone(),
+                self.shared.config.dedup.window,
+                cancel.clone(),
+            );
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(PRUNE_EVERY);
+                loop {
+                    tokio::select! {
+                        _ = prune_cancel.cancelled() => return,
+                        _ = tick.tick() => {
+                            if let Err(e) = prune_bands(store.as_ref(), window).await {
+                                warn!(error = %e, "cannot prune the near-duplicate index; trying again later");
+                            }
+                        }
+                    }
+                }
+            });
+        }
         if let Some(period) = sd_notify::watchdog_enabled() {
             // Ping at half the watchdog period while the daemon runs.
             let watchdog_cancel = cancel.clone();
@@ -273,6 +300,37 @@ impl App {
         }
         Ok(())
     }
+}
+
+/// How often the daemon prunes the near-duplicate index (first at start).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Stories whose band rows one prune transaction drops (50 rows each): short
+/// transactions that leave the writer free for stories in between.
+const PRUNE_BATCH: i64 = 500;
+
+/// Drops the `story_bands` rows of every story older than the dedup `window`, in
+/// batches, and returns how many stories that was.
+async fn prune_bands(store: &dyn Store, window: Duration) -> store::StoreResult<u64> {
+    let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::days(7));
+    let before = Utc::now() - window;
+    let mut total = 0;
+    loop {
+        let pruned = store.prune_bands(before, PRUNE_BATCH).await?;
+        total += pruned;
+        if pruned < PRUNE_BATCH as u64 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    if total > 0 {
+        info!(
+            stories = total,
+            "pruned the near-duplicate index of stories older than the dedup window"
+        );
+        metrics::counter!("feedwatch_dedup_pruned_stories_total").increment(total);
+    }
+    Ok(total)
 }
 
 /// Tells systemd about the service state (a no-op outside `Type=notify` units).

@@ -324,6 +324,12 @@ pub trait Store: Send + Sync + 'static {
 
     async fn counts(&self) -> StoreResult<Counts>;
 
+    /// Drops the near-duplicate index rows (`story_bands`) of up to `limit` stories
+    /// fetched before `before`, oldest first, and returns how many stories that was.
+    /// Such stories are outside the dedup window and never candidates again, so their
+    /// rows only cost space and index depth; the stories and their fingerprints stay.
+    async fn prune_bands(&self, before: DateTime<Utc>, limit: i64) -> StoreResult<u64>;
+
     /// A trivial round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;
 

@@ -689,6 +689,27 @@ impl Store for PostgresStore {
         Ok(done.rows_affected())
     }
 
+    async fn prune_bands(&self, before: DateTime<Utc>, limit: i64) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let pruned: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT sb.story_id FROM story_bands sb \
+             WHERE sb.story_id <= (SELECT id FROM stories WHERE fetched_at < $1 \
+               ORDER BY fetched_at DESC LIMIT 1) \
+               AND EXISTS (SELECT 1 FROM stories s WHERE s.id = sb.story_id AND s.fetched_at < $1) \
+             ORDER BY sb.story_id LIMIT $2",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM story_bands WHERE story_id = ANY($1)")
+            .bind(&pruned)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(pruned.len() as u64)
+    }
+
     async fn counts(&self) -> StoreResult<Counts> {
         let row = sqlx::query(
             "SELECT (SELECT COUNT(*) FROM sources) AS sources, \

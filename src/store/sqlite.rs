@@ -43,6 +43,16 @@ const NEAR_DUP_CANDIDATES: &str = "SELECT s.id, COALESCE(s.duplicate_of, s.id) A
      ) c ON c.story_id = s.id \
      WHERE s.fetched_at >= ?2 AND s.fingerprint IS NOT NULL ORDER BY s.id";
 
+/// The oldest stories fetched before ?1 that still have band rows, at most ?2 of them:
+/// a walk up the `story_id` index of `story_bands`, bounded by the newest story fetched
+/// before ?1 (found on the `fetched_at` index), each checked on its own row, so that a
+/// story stored late with an older id is not pruned early.
+const PRUNE_BANDS_STORIES: &str = "SELECT DISTINCT sb.story_id FROM story_bands sb \
+     WHERE sb.story_id <= (SELECT id FROM stories WHERE fetched_at < ?1 \
+       ORDER BY fetched_at DESC LIMIT 1) \
+       AND EXISTS (SELECT 1 FROM stories s WHERE s.id = sb.story_id AND s.fetched_at < ?1) \
+     ORDER BY sb.story_id LIMIT ?2";
+
 /// A JSON array of integers, as `json_each` reads it.
 fn json_array(values: &[i64]) -> String {
     serde_json::to_string(values).unwrap_or_else(|_| "[]".into())
@@ -697,6 +707,23 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn prune_bands(&self, before: DateTime<Utc>, limit: i64) -> StoreResult<u64> {
+        immediate_tx!(self, |conn| {
+            let pruned: Vec<i64> = sqlx::query_scalar(PRUNE_BANDS_STORIES)
+                .bind(ts(before))
+                .bind(limit)
+                .fetch_all(&mut *conn)
+                .await?;
+            sqlx::query(
+                "DELETE FROM story_bands WHERE story_id IN (SELECT value FROM json_each(?1))",
+            )
+            .bind(json_array(&pruned))
+            .execute(&mut *conn)
+            .await?;
+            Ok(pruned.len() as u64)
+        })
     }
 
     async fn counts(&self) -> StoreResult<Counts> {

@@ -433,3 +433,57 @@ async fn postgres_explains_its_lookups_with_custom_and_generic_plans() {
     store.close().await;
     db.cleanup().await;
 }
+
+async fn stories_older_than_the_window_leave_the_near_duplicate_index(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let (store, src) = open(&db).await;
+    let store = store.as_ref();
+    let aged = |url: &str, key: i64, days: i64| {
+        let mut s = keyed(src, url, &[key, key + 1000], url);
+        s.fetched_at = Utc::now() - Duration::days(days);
+        s
+    };
+    // Two stories past a 7-day window, one inside it; saved oldest last so that ids do
+    // not follow fetch times.
+    let mut ids = Vec::new();
+    for s in [
+        aged("https://a.example/9-days", 1, 9),
+        aged("https://a.example/2-days", 3, 2),
+        aged("https://a.example/8-days", 2, 8),
+    ] {
+        let (outcome, _) = save_near(store, &s, "").await;
+        let SaveOutcome::New { id, .. } = outcome else {
+            panic!("{outcome:?}")
+        };
+        ids.push(id);
+    }
+    let (nine, two, eight) = (ids[0], ids[1], ids[2]);
+    assert_eq!(db.banded_story_ids().await, [nine, two, eight]);
+    let before = Utc::now() - Duration::days(7);
+    assert_eq!(store.prune_bands(before, 1).await.unwrap(), 1);
+    assert_eq!(db.banded_story_ids().await, [two, eight], "oldest id first");
+    assert_eq!(store.prune_bands(before, 1).await.unwrap(), 1);
+    assert_eq!(
+        store.prune_bands(before, 1).await.unwrap(),
+        0,
+        "nothing left"
+    );
+    assert_eq!(store.prune_bands(before, 100).await.unwrap(), 0);
+    assert_eq!(
+        db.banded_story_ids().await,
+        [two],
+        "the recent story keeps its rows"
+    );
+
+    // The stories themselves stay, and the recent one is still found by its keys.
+    assert_eq!(db.story_rows().await.len(), 3);
+    let (outcome, shown) =
+        save_near(store, &keyed(src, "https://b.example/x", &[3], "y"), "").await;
+    assert_eq!(shown, ["https://a.example/2-days"]);
+    assert!(matches!(outcome, SaveOutcome::New { .. }));
+    store.close().await;
+    db.cleanup().await;
+}
+both_backends!(stories_older_than_the_window_leave_the_near_duplicate_index);

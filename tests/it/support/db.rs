@@ -164,6 +164,25 @@ impl TestDb {
         }
     }
 
+    /// The story ids that have rows in `story_bands`, sorted, read with plain SQL.
+    pub async fn banded_story_ids(&self) -> Vec<i64> {
+        let sql = "SELECT DISTINCT story_id FROM story_bands ORDER BY story_id";
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = SqliteConnection::connect(&self.url).await.unwrap();
+                let ids = sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap();
+                let _ = conn.close().await;
+                ids
+            }
+            Backend::Postgres => {
+                let mut conn = PgConnection::connect(&self.url).await.unwrap();
+                let ids = sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap();
+                let _ = conn.close().await;
+                ids
+            }
+        }
+    }
+
     /// Every `(story_id, topic)` of `matches`, sorted, read with plain SQL.
     pub async fn match_rows(&self) -> Vec<(i64, String)> {
         let sql = "SELECT story_id, topic FROM matches ORDER BY story_id, topic";
