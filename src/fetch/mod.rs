@@ -148,24 +148,31 @@ pub struct Fetcher {
     paused: Mutex<HashMap<String, DateTime<Utc>>>,
 }
 
+/// Why the redirect to `next` must not be followed, given the URLs visited so far
+/// (the first request's included), or `None` to follow it: more than `max` hops, a
+/// loop, or a scheme other than http(s) or a step down from https to http.
+fn redirect_refusal(visited: &[Url], next: &Url, max: usize) -> Option<String> {
+    let previous = visited.last()?;
+    if visited.len() > max {
+        return Some(format!("more than {max} redirects"));
+    }
+    if visited.contains(next) {
+        return Some(format!("redirect loop at {next}"));
+    }
+    match (previous.scheme(), next.scheme()) {
+        (_, "https") | ("http", "http") => None,
+        (from, to) => Some(format!("{from} to {to} redirect to {next}")),
+    }
+}
+
 impl Fetcher {
     pub fn new(config: &HttpConfig) -> Result<Fetcher, FetchError> {
         install_crypto_provider();
         let max_redirects = config.max_redirects;
         let redirect = reqwest::redirect::Policy::custom(move |attempt| {
-            let next = attempt.url().clone();
-            let Some(previous) = attempt.previous().last().cloned() else {
-                return attempt.follow();
-            };
-            if attempt.previous().len() > max_redirects {
-                return attempt.error(format!("more than {max_redirects} redirects"));
-            }
-            if attempt.previous().contains(&next) {
-                return attempt.error(format!("redirect loop at {next}"));
-            }
-            match (previous.scheme(), next.scheme()) {
-                (_, "https") | ("http", "http") => attempt.follow(),
-                (from, to) => attempt.error(format!("{from} to {to} redirect to {next}")),
+            match redirect_refusal(attempt.previous(), attempt.url(), max_redirects) {
+                None => attempt.follow(),
+                Some(reason) => attempt.error(reason),
             }
         });
         let client = reqwest::Client::builder()
@@ -329,4 +336,71 @@ fn header_string(headers: &HeaderMap, name: header::HeaderName) -> Option<String
         .and_then(|v| v.to_str().ok())
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn urls(list: &[&str]) -> Vec<Url> {
+        list.iter().map(|u| Url::parse(u).unwrap()).collect()
+    }
+
+    #[test]
+    fn redirects_never_step_down_from_https_or_leave_http() {
+        let next = |u: &str| Url::parse(u).unwrap();
+        let cases = [
+            (&["http://a.test/feed"][..], "https://a.test/feed", None),
+            (&["http://a.test/feed"][..], "http://b.test/feed", None),
+            (&["https://a.test/feed"][..], "https://b.test/feed", None),
+            (
+                &["https://a.test/feed"][..],
+                "http://a.test/feed",
+                Some("https to http redirect to http://a.test/feed"),
+            ),
+            (
+                &["http://a.test/", "https://a.test/"][..],
+                "http://a.test/x",
+                Some("https to http"),
+            ),
+            (
+                &["http://a.test/feed"][..],
+                "ftp://a.test/feed.xml",
+                Some("http to ftp"),
+            ),
+            (
+                &["https://a.test/feed"][..],
+                "file:///etc/passwd",
+                Some("https to file"),
+            ),
+            (
+                &["http://a.test/a", "http://a.test/b"][..],
+                "http://a.test/a",
+                Some("redirect loop at http://a.test/a"),
+            ),
+        ];
+        for (visited, to, refused) in cases {
+            let got = redirect_refusal(&urls(visited), &next(to), 5);
+            match refused {
+                None => assert_eq!(got, None, "{visited:?} -> {to}"),
+                Some(reason) => assert!(
+                    got.as_deref().is_some_and(|g| g.starts_with(reason)),
+                    "{visited:?} -> {to}: {got:?}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn five_hops_are_followed_and_a_sixth_is_refused() {
+        let hops: Vec<String> = (0..=6).map(|n| format!("http://a.test/{n}")).collect();
+        let visited = |n: usize| urls(&hops[..n].iter().map(String::as_str).collect::<Vec<_>>());
+        let to = |n: usize| Url::parse(&hops[n]).unwrap();
+        // The first request plus four redirects visited: the fifth redirect is allowed.
+        assert_eq!(redirect_refusal(&visited(5), &to(5), 5), None);
+        assert_eq!(
+            redirect_refusal(&visited(6), &to(6), 5).as_deref(),
+            Some("more than 5 redirects")
+        );
+    }
 }
