@@ -1181,3 +1181,138 @@ async fn https_uses_the_ring_provider_and_rejects_a_self_signed_certificate(back
     db.cleanup().await;
 }
 both_backends!(https_uses_the_ring_provider_and_rejects_a_self_signed_certificate);
+
+// --- The daemon among them -----------------------------------------------------------------
+
+/// `feedwatch run` with a good feed among sources that break in most of the ways above,
+/// all polled every second: the daemon keeps answering its health check, keeps polling
+/// and alerting the good feed while every bad source records its error, and still stops
+/// cleanly on SIGTERM.
+async fn the_daemon_keeps_running_among_hostile_sources(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let site = Site::start().await;
+    let base = site.base();
+    site.put(
+        "/good/feed",
+        Resource::ok(
+            "application/rss+xml",
+            render_fixture("feeds/hkfp.xml", &base),
+        ),
+    );
+    let malformed = rss(&item(&base, "x", "Mismatched", "text").replace("</title>", "</titel>"));
+    site.put("/malformed", Resource::ok("application/rss+xml", malformed));
+    site.put(
+        "/bomb",
+        Resource::ok("application/rss+xml", gzip_bomb()).with_header("content-encoding", "gzip"),
+    );
+    site.put("/loop/a", redirect("/loop/b"));
+    site.put("/loop/b", redirect("/loop/a"));
+    site.put(
+        "/laughs",
+        Resource::ok(
+            "application/rss+xml",
+            feed_with_doctype(
+                &base,
+                "<!DOCTYPE rss [<!ENTITY a \"ha\"><!ENTITY b \"&a;&a;&a;&a;&a;&a;&a;&a;\">]>",
+                "&b;",
+            ),
+        ),
+    );
+    let silent = RawServer::start(Misbehaviour::NeverAnswers).await;
+    let endless = RawServer::start(Misbehaviour::EndlessChunks).await;
+    let broken = RawServer::start(Misbehaviour::ClosesMidBody).await;
+    let bad_sources = [
+        ("malformed", site.url("/malformed")),
+        ("gzip-bomb", site.url("/bomb")),
+        ("redirect-loop", site.url("/loop/a")),
+        ("entity-bomb", site.url("/laughs")),
+        ("never-answers", silent.url("/feed")),
+        ("endless-chunks", endless.url("/feed")),
+        ("closes-mid-body", broken.url("/feed")),
+    ];
+    let receiver = Receiver::start().await;
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut text = format!(
+        "{}\n[admin]\nlisten = \"{admin}\"\n{TEST_TOPICS}\n\
+         [[webhooks]]\nname = \"w\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n",
+        head(&db, FAST),
+        receiver.url()
+    );
+    for (name, url) in std::iter::once(("good", site.url("/good/feed"))).chain(bad_sources.clone())
+    {
+        text += &format!("{}interval = \"1s\"\n", source(name, &url));
+    }
+    let config = TestConfig::write(&text);
+    let mut child = command(&["run", "--config", config.path.to_str().unwrap()])
+        .spawn()
+        .expect("spawn feedwatch run");
+
+    // The good feed's two matched stories are alerted.
+    let received = receiver.wait_for(2, Duration::from_secs(30)).await;
+    assert!(received.iter().all(verify_signature));
+    // Every bad source gets its error recorded. The database is read until then:
+    // nothing announces a recorded poll from outside the process.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let sources = db.sources().await;
+        let pending: Vec<&str> = bad_sources
+            .iter()
+            .map(|(name, _)| *name)
+            .filter(|name| {
+                sources
+                    .iter()
+                    .find(|s| s.name == *name)
+                    .is_none_or(|s| s.last_error.is_none())
+            })
+            .collect();
+        if pending.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no error recorded for {pending:?}: {sources:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Still running, still healthy, still polling the good feed.
+    assert!(child.try_wait().unwrap().is_none(), "the daemon exited");
+    feedwatch::fetch::install_crypto_provider();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let health = http
+        .get(format!("http://{admin}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let polled = site.requests_to("/good/feed").len();
+    site.wait_for_requests("/good/feed", polled + 2, Duration::from_secs(20))
+        .await;
+
+    let pid = child.id().expect("pid") as i32;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+
+    let sources = db.sources().await;
+    let good = sources.iter().find(|s| s.name == "good").unwrap();
+    assert_eq!(good.last_error, None, "{good:?}");
+    assert_eq!(good.consecutive_failures, 0);
+    let stories = db.stories().await;
+    assert_eq!(stories.len(), 3, "{stories:?}");
+    assert!(stories.iter().all(|s| s.source == "good"));
+    assert_eq!(receiver.received().len(), 2, "no alert was sent twice");
+    db.cleanup().await;
+}
+both_backends!(the_daemon_keeps_running_among_hostile_sources);
