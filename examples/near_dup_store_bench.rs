@@ -34,27 +34,25 @@
 //!   cargo run --release --example near_dup_store_bench -- --backend postgres --pg-async-commit
 //! ```
 //!
-//! **Figures** (November 2026, a 2-core VM shared with other builds, load average 2–7, so
-//! treat them as upper bounds; 1,000,000 stories, 250-word bodies, 1,000 calls per kind;
-//! p50 / p95 / p99 in ms):
+//! **Figures** (28 November 2026, a 2-core VM; 1,000,000 stories, 250-word bodies,
+//! 1,000 calls per kind; p50 / p95 / p99 in ms):
 //!
 //! | | unkeyed | new | new+bg | near |
 //! |---|---|---|---|---|
-//! | SQLite | 0.27 / 3.8 / 9.8 | 1.07 / 7.2 / 30 | 1.25 / 6.0 / 27 | 1.20 / 28 / 34 |
-//! | Postgres 15 | 3.0 / 7.7 / 11 | 6.3 / 12 / 26 | 6.6 / 13 / 52 | 6.6 / 12 / 31 |
-//! | Postgres, async commit | 1.6 / 4.2 / 6.1 | 4.0 / 8.4 / 12 | 4.3 / 8.2 / 11 | 4.2 / 8.2 / 11 |
+//! | SQLite, right after loading (load average 1.4) | 0.60 / 1.2 / 7.4 | 2.37 / 28 / 32 | 3.22 / 29 / 36 | 2.56 / 7.7 / 33 |
+//! | SQLite, a second run on the same file (0.6) | 0.59 / 1.2 / 26 | 2.27 / 3.6 / 28 | 3.12 / 7.0 / 32 | 2.46 / 28 / 31 |
+//! | Postgres 15 (load average 3, a build beside it) | 2.8 / 7.1 / 18 | 6.2 / 14 / 41 | 6.9 / 15 / 38 | 6.4 / 14 / 32 |
+//! | Postgres, async commit (3) | 2.3 / 5.5 / 8.5 | 5.0 / 12 / 20 | 5.3 / 11 / 20 | 5.2 / 11 / 19 |
 //!
-//! The SQLite row is the run right after loading (load average 2.9); four later runs on
-//! the same file, at load averages 3–7, gave 1.4–3.4 ms at p50 for `new`, and the same
-//! file measured with the earlier one-statement-per-band-row inserts gave 4.8–5.4 ms
-//! (interleaved with 2.0–2.1 ms for the current code). SQLite: loaded in 208 s into a 5.8 GiB file (`story_bands` 0.90 GiB plus 0.82 GiB for
-//! its `story_id` index). Postgres (`shared_buffers` 128 MB): loaded in 1,278 s, 10.9 GiB
-//! (`story_bands` with indexes 3.9 GiB); the candidate lookup itself is an index-only scan
-//! of `story_bands_pkey` (50 probes, 4 levels) and a `stories_pkey` lookup per candidate:
-//! 0.47 ms warm, 5 ms cold. The lookups are index searches on both backends at any size;
-//! what a band-indexed story costs is mostly writing its 50 rows into random leaves of a
-//! 50-million-row index (about 60 WAL pages per new story on SQLite), which also brings
-//! the checkpoints behind the p95/p99 tails.
+//! SQLite: loaded in 328 s into a 5.76 GiB file. Postgres (`shared_buffers` 128 MB):
+//! loaded in 1,345 s, 10.85 GiB (`story_bands` with indexes 3.86 GiB); the candidate
+//! lookup itself is an index-only scan of `story_bands_pkey` (50 probes) and a
+//! `stories_pkey` lookup per candidate: 0.65 ms warm (generic plan), 7.4 ms cold.
+//! The lookups are index searches on both backends at any size; what a band-indexed
+//! story costs is mostly writing its 50 rows into random leaves of a 50-million-row
+//! index (about 60 WAL pages per new story on SQLite), which also brings the
+//! checkpoints that are the likely cause of the p95/p99 tails (a profile of a large
+//! SQLite load shows pwrite, pread and fsync of checkpoints ahead of SQLite's own code).
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
