@@ -146,6 +146,21 @@ struct PollFailure {
     status: Option<i32>,
     message: String,
     retry_after: Option<Duration>,
+    /// No request was made: the host asked every client to wait until then (another
+    /// source's 429 or 503). Not a failure of this source.
+    deferred_until: Option<DateTime<Utc>>,
+}
+
+impl PollFailure {
+    /// A failure of the source's own poll, with no Retry-After.
+    fn new(status: Option<i32>, message: impl Into<String>) -> PollFailure {
+        PollFailure {
+            status,
+            message: message.into(),
+            retry_after: None,
+            deferred_until: None,
+        }
+    }
 }
 
 enum Item {
@@ -224,11 +239,8 @@ async fn poll_feed(
     fetched_at: DateTime<Utc>,
     out: &mpsc::Sender<Item>,
 ) -> Result<PollSuccess, PollFailure> {
-    let url = Url::parse(&job.row.url).map_err(|e| PollFailure {
-        status: None,
-        message: format!("bad URL {:?}: {e}", job.row.url),
-        retry_after: None,
-    })?;
+    let url = Url::parse(&job.row.url)
+        .map_err(|e| PollFailure::new(None, format!("bad URL {:?}: {e}", job.row.url)))?;
     let validators = Validators {
         etag: job.row.etag.clone(),
         last_modified: job.row.last_modified.clone(),
@@ -256,16 +268,8 @@ async fn poll_feed(
         )
     })
     .await
-    .map_err(|e| PollFailure {
-        status: Some(status),
-        message: format!("feed parser crashed: {e}"),
-        retry_after: None,
-    })?
-    .map_err(|e| PollFailure {
-        status: Some(status),
-        message: e.to_string(),
-        retry_after: None,
-    })?;
+    .map_err(|e| PollFailure::new(Some(status), format!("feed parser crashed: {e}")))?
+    .map_err(|e| PollFailure::new(Some(status), e.to_string()))?;
     let entries = parsed.entries.len();
     for entry in parsed.entries {
         let raw = match wants_page(&job.plan.spec, &entry) {
@@ -430,17 +434,13 @@ async fn poll_listing(
     fetched_at: DateTime<Utc>,
     out: &mpsc::Sender<Item>,
 ) -> Result<PollSuccess, PollFailure> {
-    let url = Url::parse(&job.row.url).map_err(|e| PollFailure {
-        status: None,
-        message: format!("bad URL {:?}: {e}", job.row.url),
-        retry_after: None,
-    })?;
+    let url = Url::parse(&job.row.url)
+        .map_err(|e| PollFailure::new(None, format!("bad URL {:?}: {e}", job.row.url)))?;
     let Some(selector) = job.plan.links.clone() else {
-        return Err(PollFailure {
-            status: None,
-            message: "html source without a `links` selector".into(),
-            retry_after: None,
-        });
+        return Err(PollFailure::new(
+            None,
+            "html source without a `links` selector",
+        ));
     };
     let validators = Validators {
         etag: job.row.etag.clone(),
@@ -464,11 +464,7 @@ async fn poll_listing(
         extract::extract_links(&html, &page_url, &selector)
     })
     .await
-    .map_err(|e| PollFailure {
-        status: Some(status),
-        message: format!("listing page parser crashed: {e}"),
-        retry_after: None,
-    })?;
+    .map_err(|e| PollFailure::new(Some(status), format!("listing page parser crashed: {e}")))?;
     let found = links.len();
     let (allowed, refused): (Vec<Url>, Vec<Url>) = links
         .into_iter()
@@ -524,6 +520,10 @@ fn fetch_failure(e: FetchError) -> PollFailure {
         status: e.status().map(i32::from),
         retry_after: e.retry_after(),
         message: e.to_string(),
+        deferred_until: match e {
+            FetchError::HostPaused { until, .. } => Some(until),
+            _ => None,
+        },
     }
 }
 
@@ -632,11 +632,10 @@ async fn store_stage(shared: Shared, mut input: mpsc::Receiver<Ready>, stats: Ar
                 let mut end = *end;
                 if let Some(error) = unsaved.remove(&end.job.row.id) {
                     let status = end.result.as_ref().ok().map(|ok| ok.status);
-                    end.result = Err(PollFailure {
+                    end.result = Err(PollFailure::new(
                         status,
-                        message: format!("stories could not be stored: {error}"),
-                        retry_after: None,
-                    });
+                        format!("stories could not be stored: {error}"),
+                    ));
                 }
                 let name = end.job.plan.spec.name().to_string();
                 let recorded = (|| finish_poll(&shared, &stats, &end))
@@ -731,6 +730,32 @@ async fn finish_poll(
     let config = &shared.config;
     let interval = config.interval_of(&end.job.plan.spec);
     let now = Utc::now();
+    if let Err(PollFailure {
+        deferred_until: Some(until),
+        message,
+        ..
+    }) = &end.result
+    {
+        // Another source's 429/503 paused the host before this one's request went
+        // out: nothing was asked of the server, so the source's streak, validators
+        // and health events are untouched; it is simply polled once the pause ends
+        // (spread a little, so the host's sources do not all return at once).
+        let at = (*until).max(now) + to_chrono(jittered(Duration::from_secs(5)));
+        info!(source = %end.job.plan.spec.name(), until = %at, "host paused; poll deferred");
+        shared
+            .store
+            .defer_poll(end.job.row.id, at, &format!("not polled: {message}"))
+            .await?;
+        stats.polls_failed.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(
+            "feedwatch_polls_total",
+            "source" => end.job.plan.spec.name().to_string(),
+            "outcome" => "deferred",
+        )
+        .increment(1);
+        shared.schedule_wake.notify_one();
+        return Ok(());
+    }
     let record = match &end.result {
         Ok(ok) => PollRecord {
             source_id: end.job.row.id,

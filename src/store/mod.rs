@@ -267,6 +267,16 @@ pub trait Store: Send + Sync + 'static {
     /// Records a poll's outcome, releases the lease, and reports the failure streak.
     async fn finish_poll(&self, record: &PollRecord) -> StoreResult<StreakChange>;
 
+    /// Puts off a poll that was never made (its host asked every client to wait):
+    /// `next_poll_at` moves, the lease is released and `note` says why in
+    /// `last_error`, while the failure streak and validators stay as they were.
+    async fn defer_poll(
+        &self,
+        source_id: i64,
+        next_poll_at: DateTime<Utc>,
+        note: &str,
+    ) -> StoreResult<()>;
+
     /// Whether a story from this page URL, or with this canonical URL, is stored
     /// (article pages are fetched once).
     async fn story_exists(&self, url: &str, canonical_url: &str) -> StoreResult<bool>;

@@ -389,6 +389,24 @@ impl Store for PostgresStore {
         Ok(change)
     }
 
+    async fn defer_poll(
+        &self,
+        source_id: i64,
+        next_poll_at: DateTime<Utc>,
+        note: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE sources SET next_poll_at = $2, last_error = $3, \
+             lease_owner = NULL, lease_until = NULL WHERE id = $1",
+        )
+        .bind(source_id)
+        .bind(next_poll_at)
+        .bind(note)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn story_exists(&self, url: &str, canonical_url: &str) -> StoreResult<bool> {
         let found: Option<i64> = sqlx::query_scalar(
             "SELECT id FROM stories WHERE canonical_url = $2 OR url = $1 LIMIT 1",

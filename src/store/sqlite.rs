@@ -452,6 +452,26 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn defer_poll(
+        &self,
+        source_id: i64,
+        next_poll_at: DateTime<Utc>,
+        note: &str,
+    ) -> StoreResult<()> {
+        immediate_tx!(self, |conn| {
+            sqlx::query(
+                "UPDATE sources SET next_poll_at = ?2, last_error = ?3, \
+                 lease_owner = NULL, lease_until = NULL WHERE id = ?1",
+            )
+            .bind(source_id)
+            .bind(ts(next_poll_at))
+            .bind(note)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        })
+    }
+
     async fn story_exists(&self, url: &str, canonical_url: &str) -> StoreResult<bool> {
         let found: Option<i64> = sqlx::query_scalar(
             "SELECT id FROM stories WHERE canonical_url = ?2 OR url = ?1 LIMIT 1",

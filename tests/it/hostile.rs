@@ -1062,12 +1062,25 @@ async fn retry_after_pauses_the_whole_host_and_delays_the_next_poll(backend: Bac
         told[0].last_error.as_deref(),
         Some("HTTP 429 (Retry-After 120s)")
     );
+    assert_eq!(
+        told[0].consecutive_failures, 1,
+        "the source told to wait failed"
+    );
     for s in &same_host {
         let error = s.last_error.as_deref().unwrap_or_default();
         if s.last_status != Some(429) {
+            // Never asked: not a failure of theirs, but the reason is on the row.
             assert!(
-                error.contains("asked to wait") && error.contains("Retry-After"),
+                error.starts_with("not polled")
+                    && error.contains("asked to wait")
+                    && error.contains("Retry-After"),
                 "{s:?}"
+            );
+            assert_eq!(s.consecutive_failures, 0, "{s:?}");
+            assert_eq!(
+                s.last_status,
+                Some(200),
+                "the last real poll's status: {s:?}"
             );
         }
         let next = s.next_poll_at.expect("next_poll_at is set");
