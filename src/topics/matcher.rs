@@ -1123,15 +1123,17 @@ fn push_collapsed(out: &mut String, text: &str) {
 /// exact word if there is one, and stops at the first byte that no query word continues with.
 ///
 /// Built as a tree of nodes with sorted child lists, then frozen into one array of `u32`
-/// records in breadth-first order (the busy top levels share cache lines). A record is a
-/// header (edge count and flags), the word key and the prefix key if the flags say so, then
-/// the edges as `label << 24 | record offset`: one step down the trie reads one record, which
-/// mostly sits in one cache line. Below depth three, a run of nodes that each lead on to a
-/// single child and hold no key (the tail that only one query word has, as in `…ation`) is
-/// one *chain* record holding the run's bytes, four to a `u32`, and the offset of the node
-/// after it: a long word is compared in one step rather than walked byte by byte. The first two and three levels are also tables indexed by a
-/// word's first letters or digits (`pairs`, `triples`, 190 KB), so a word starts its walk at
-/// depth three with one read.
+/// records: breadth-first down to depth two (the busy top levels share cache lines), then
+/// each depth-three node followed depth-first by its subtree, so that a walk below the
+/// tables stays within a few neighbouring lines. A record is a header (edge count and
+/// flags), the word key and the prefix key if the flags say so, then the edges as
+/// `label << 24 | record offset`: one step down the trie reads one record, which mostly sits
+/// in one cache line. From depth three on, a run of nodes that each lead on to a single
+/// child and hold no key (the tail that only one query word has, as in `…ation`) is one
+/// *chain* record holding the run's bytes, four to a `u32`, and the offset of the node after
+/// it: a long word is compared in one step rather than walked byte by byte. The first two
+/// and three levels are also tables indexed by a word's first letters or digits (`pairs`,
+/// `triples`, 190 KB), so a word starts its walk at depth three with one read.
 struct Lexicon {
     /// Record of the root's child per first byte (0: none; the root's record is at 0).
     root: Box<[u32; 256]>,
