@@ -51,16 +51,8 @@ async fn run_polls_alerts_and_exits_cleanly_on_sigterm(backend: Backend) {
     assert!(metrics.contains("feedwatch_deliveries_total"), "{metrics}");
     assert!(metrics.contains("outcome=\"new\""), "{metrics}");
 
-    let pid = child.id().expect("pid") as i32;
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("exits within the 10s grace period")
-        .unwrap();
+    // Within the 10 s grace period.
+    let exit = terminate(&mut child, Duration::from_secs(10)).await;
     assert_eq!(exit.code(), Some(0));
 
     let store = feedwatch::store::connect(&db.url, 2).await.unwrap();
@@ -77,11 +69,3 @@ async fn run_polls_alerts_and_exits_cleanly_on_sigterm(backend: Backend) {
     db.cleanup().await;
 }
 both_backends!(run_polls_alerts_and_exits_cleanly_on_sigterm);
-
-/// A loopback address with a port that was free a moment ago.
-fn free_port() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}

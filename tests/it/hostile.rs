@@ -1246,10 +1246,7 @@ async fn the_daemon_keeps_running_among_hostile_sources(backend: Backend) {
         ("closes-mid-body", broken.url("/feed")),
     ];
     let receiver = Receiver::start().await;
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let admin = free_port();
     let mut text = format!(
         "{}\n[admin]\nlisten = \"{admin}\"\n{TEST_TOPICS}\n\
          [[webhooks]]\nname = \"w\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n",
@@ -1306,16 +1303,7 @@ async fn the_daemon_keeps_running_among_hostile_sources(backend: Backend) {
     site.wait_for_requests("/good/feed", polled + 2, Duration::from_secs(20))
         .await;
 
-    let pid = child.id().expect("pid") as i32;
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("exits after SIGTERM")
-        .unwrap();
+    let exit = terminate(&mut child, Duration::from_secs(30)).await;
     assert_eq!(exit.code(), Some(0));
 
     let sources = db.sources().await;

@@ -146,6 +146,32 @@ pub async fn feedwatch(args: &[&str]) -> Output {
         .expect("feedwatch ran")
 }
 
+/// A loopback address with a port that was free a moment ago (for an admin listener).
+pub fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Sends SIGTERM to a running `feedwatch run` and returns its exit status, which
+/// must come within `within`.
+pub async fn terminate(
+    child: &mut tokio::process::Child,
+    within: Duration,
+) -> std::process::ExitStatus {
+    let pid = child.id().expect("pid") as i32;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tokio::time::timeout(within, child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("feedwatch did not exit within {within:?} of SIGTERM"))
+        .unwrap()
+}
+
 /// A `Command` for the feedwatch binary, with proxies off and quiet logs.
 pub fn command(args: &[&str]) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_feedwatch"));
