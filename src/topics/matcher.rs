@@ -101,16 +101,34 @@ pub struct TopicSet {
     /// scope, else `NONE`. OR nodes list such children first and test them without recursing.
     child_keys: Vec<Key>,
     topics: Vec<CompiledTopic>,
-    /// `postings[posting_starts[k]..posting_starts[k + 1]]`: the (gate, group) pairs key `k`
+    /// `postings[posting_starts[k]..posting_starts[k + 1]]`: the gate groups key `k`
     /// satisfies. Four bytes per key keep the starts of a large set mostly in cache.
-    postings: Vec<(u32, u32)>,
+    postings: Vec<Posting>,
     posting_starts: Vec<u32>,
-    /// Number of required groups of each gate. A gate is a subtree that cannot hold unless
-    /// all its groups are satisfied: gate `t < topics.len()` is topic `t`'s whole query, the
-    /// others are the subtrees under NOTs.
-    gate_groups: Vec<u32>,
-    /// Number of required groups over all gates.
-    group_count: usize,
+    /// Per gate, the mask with a bit for each of its required groups. A gate is a subtree
+    /// that cannot hold unless all its groups are satisfied: gate `t < topics.len()` is topic
+    /// `t`'s whole query, the others are the subtrees under NOTs.
+    gate_masks: Vec<u32>,
+}
+
+/// Most required groups a gate keeps. Gates only filter (whatever passes is evaluated in
+/// full), so a gate with more groups keeps the first of them and stays correct.
+const MAX_GATE_GROUPS: usize = 32;
+
+/// One required group of one gate, listed under each key that satisfies it.
+#[derive(Debug, Clone, Copy)]
+struct Posting {
+    gate: u32,
+    /// The group's bit in the gate's mask.
+    bit: u32,
+}
+
+/// A gate's state in the current story: `mask` holds the bits of its satisfied groups
+/// when `stamp` is the story's epoch (and means nothing otherwise).
+#[derive(Debug, Clone, Copy, Default)]
+struct GateState {
+    stamp: u32,
+    mask: u32,
 }
 
 struct CompiledTopic {
@@ -189,8 +207,7 @@ impl TopicSet {
             topics: Vec::new(),
             posting_starts: Vec::new(),
             postings: Vec::new(),
-            gate_groups: Vec::new(),
-            group_count: 0,
+            gate_masks: Vec::new(),
         };
         let mut gates = Vec::new();
         for spec in specs {
@@ -267,8 +284,7 @@ impl TopicSet {
             tokens,
             hits,
             key_bits,
-            gate_stamp,
-            gate_count,
+            gates,
             epoch,
             candidates,
             occ,
@@ -279,8 +295,7 @@ impl TopicSet {
             tokens,
             hits,
             key_bits,
-            gate_stamp,
-            gate_count,
+            gates,
             epoch: *epoch,
             title_len,
             title,
@@ -387,23 +402,30 @@ impl TopicSet {
         let mut i = 0;
         while i < s.hits.len() {
             let key = (s.hits[i] >> 32) as usize;
-            i += s.hits[i..].partition_point(|&h| (h >> 32) as usize == key);
+            // A key hits a story a few times at most: step over its hits.
+            i += 1;
+            while s.hits.get(i).is_some_and(|&h| (h >> 32) as usize == key) {
+                i += 1;
+            }
             s.key_bits[key / 64] |= 1 << (key % 64);
             let from = self.posting_starts[key] as usize;
             let to = self.posting_starts[key + 1] as usize;
-            for &(gate, group) in &self.postings[from..to] {
-                let (gate, group) = (gate as usize, group as usize);
-                if s.group_stamp[group] == epoch {
-                    continue;
+            for posting in &self.postings[from..to] {
+                let gate = posting.gate as usize;
+                let state = &mut s.gates[gate];
+                if state.stamp != epoch {
+                    *state = GateState {
+                        stamp: epoch,
+                        mask: 0,
+                    };
                 }
-                s.group_stamp[group] = epoch;
-                if s.gate_stamp[gate] != epoch {
-                    s.gate_stamp[gate] = epoch;
-                    s.gate_count[gate] = 0;
-                }
-                s.gate_count[gate] += 1;
-                if gate < self.topics.len() && s.gate_count[gate] == self.gate_groups[gate] {
-                    s.candidates.push(gate as u32);
+                let before = state.mask;
+                state.mask |= posting.bit;
+                if gate < self.topics.len() && before != state.mask {
+                    let full = self.gate_masks[gate];
+                    if state.mask == full {
+                        s.candidates.push(gate as u32);
+                    }
                 }
             }
         }
@@ -472,7 +494,7 @@ impl TopicSet {
                 return any;
             }
             Node::Not { inner, gate } => {
-                if *gate != NONE && !story.gate_open(*gate, self.gate_groups[*gate as usize]) {
+                if *gate != NONE && !story.gate_open(*gate, self.gate_masks[*gate as usize]) {
                     return true;
                 }
                 return !self.eval(*inner, story, occ, marks, false);
@@ -792,19 +814,22 @@ impl TopicSet {
 
     fn build_postings(&mut self, gates: &[Vec<Vec<Key>>]) {
         let mut pairs: Vec<(Key, u32, u32)> = Vec::new();
-        let mut group = 0u32;
         for (gate, groups) in gates.iter().enumerate() {
-            for keys in groups {
-                pairs.extend(keys.iter().map(|&k| (k, gate as u32, group)));
-                group += 1;
+            for (i, keys) in groups.iter().take(MAX_GATE_GROUPS).enumerate() {
+                pairs.extend(keys.iter().map(|&k| (k, gate as u32, 1 << i)));
             }
         }
         // An empty gate would never open; subtree_groups never yields one.
-        self.gate_groups = gates.iter().map(|g| g.len() as u32).collect();
+        self.gate_masks = gates
+            .iter()
+            .map(|g| (0..g.len().min(MAX_GATE_GROUPS)).fold(0, |mask, i| mask | 1 << i))
+            .collect();
         pairs.sort_unstable();
-        self.group_count = group as usize;
         self.posting_starts = starts_by_key(pairs.iter().map(|&(key, _, _)| key), self.key_count);
-        self.postings = pairs.into_iter().map(|(_, t, g)| (t, g)).collect();
+        self.postings = pairs
+            .into_iter()
+            .map(|(_, gate, bit)| Posting { gate, bit })
+            .collect();
     }
 }
 
@@ -869,10 +894,7 @@ struct Scratch {
     /// One bit per key: set when the key hit this story. Small enough to stay in cache while
     /// the many keys of candidate topics are tested, most of them absent.
     key_bits: Vec<u64>,
-    group_stamp: Vec<u32>,
-    /// `gate_stamp[g] == epoch` when gate `g` has satisfied groups; then `gate_count[g]` counts them.
-    gate_stamp: Vec<u32>,
-    gate_count: Vec<u32>,
+    gates: Vec<GateState>,
     candidates: Vec<u32>,
     occ: Vec<Occ>,
     marks: Vec<bool>,
@@ -889,15 +911,12 @@ impl Scratch {
     fn begin(&mut self, set: &TopicSet) {
         self.epoch = self.epoch.wrapping_add(1);
         if self.epoch == 0 {
-            self.group_stamp.fill(0);
-            self.gate_stamp.fill(0);
+            self.gates.fill(GateState::default());
             self.epoch = 1;
         }
         self.clear_key_bits();
         grow(&mut self.key_bits, set.key_count.div_ceil(64), 0);
-        grow(&mut self.group_stamp, set.group_count, 0);
-        grow(&mut self.gate_stamp, set.gate_groups.len(), 0);
-        grow(&mut self.gate_count, set.gate_groups.len(), 0);
+        grow(&mut self.gates, set.gate_masks.len(), GateState::default());
         self.tokens.clear();
         self.pfx.clear();
         self.hits.clear();
@@ -955,8 +974,7 @@ struct Story<'a> {
     tokens: &'a [Token],
     hits: &'a [u64],
     key_bits: &'a [u64],
-    gate_stamp: &'a [u32],
-    gate_count: &'a [u32],
+    gates: &'a [GateState],
     epoch: u32,
     title_len: u32,
     title: &'a str,
@@ -977,10 +995,10 @@ impl Story<'_> {
         &self.hits[from..to]
     }
 
-    /// True when all `groups` required groups of `gate` are satisfied.
-    fn gate_open(&self, gate: u32, groups: u32) -> bool {
-        let g = gate as usize;
-        self.gate_stamp[g] == self.epoch && self.gate_count[g] == groups
+    /// True when every required group of `gate` (whose full mask is `full`) is satisfied.
+    fn gate_open(&self, gate: u32, full: u32) -> bool {
+        let state = self.gates[gate as usize];
+        state.stamp == self.epoch && state.mask == full
     }
 
     fn in_scope(&self, pos: u32, scope: Scope) -> bool {
@@ -1855,6 +1873,29 @@ mod tests {
         assert_eq!(one("tariff", "", &body).map(|m| m.score), Some(1.0));
         SCRATCH.with(|s| assert!(s.borrow().tokens.capacity() <= KEEP_TOKENS));
         assert!(hits("tariff", "", "a tariff"));
+    }
+
+    #[test]
+    fn a_query_with_more_required_groups_than_a_gate_keeps_still_needs_them_all() {
+        let words: Vec<String> = (0..MAX_GATE_GROUPS + 8).map(|i| format!("w{i}")).collect();
+        let query = words.join(" ");
+        let all = words.join(" ");
+        assert!(hits(&query, "", &all));
+        // The words past the gate's limit are still required, first or last.
+        for missing in [0, MAX_GATE_GROUPS, words.len() - 1] {
+            let text: Vec<&str> = words
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| i != missing)
+                .map(|(_, w)| w.as_str())
+                .collect();
+            assert!(!hits(&query, "", &text.join(" ")), "without w{missing}");
+        }
+        // Under a NOT as well.
+        let negated = format!("w0 -({query})");
+        assert!(!hits(&negated, "", &all));
+        let without_last = words[..words.len() - 1].join(" ");
+        assert!(hits(&negated, "", &without_last));
     }
 
     #[test]
