@@ -258,13 +258,15 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-/// Times the sets in alternation (20 rounds of about 100 ms each), so that load from other
+/// Times the sets in alternation (30 rounds of about 100 ms each), so that load from other
 /// processes on the machine (two shared cores here) hits all of them alike, and prints each
-/// one's best and median MiB/s and the ratios. Time is this thread's CPU time from
+/// one's best and median MiB/s and the ratios: best over best, and the median of the ratios
+/// of each round, whose sets ran back to back (steadier than a ratio of medians when the
+/// machine's speed drifts over the run). Time is this thread's CPU time from
 /// `/proc/thread-self/schedstat` where Linux provides it (time spent waiting for a core does
 /// not count), wall time elsewhere.
 fn interleaved(sets: &[(&str, &TopicSet)], stories: &[(String, String)], bytes: usize) {
-    const ROUNDS: usize = 20;
+    const ROUNDS: usize = 30;
     let clock = if cpu_nanos().is_some() {
         "thread CPU time"
     } else {
@@ -298,19 +300,25 @@ fn interleaved(sets: &[(&str, &TopicSet)], stories: &[(String, String)], bytes: 
         }
     }
     let mib = bytes as f64 / (1024.0 * 1024.0);
-    let mut figures = Vec::new();
-    for ((name, _), t) in sets.iter().zip(&mut times) {
-        t.sort_by(f64::total_cmp);
-        let (best, median) = (mib / t[0], mib / t[t.len() / 2]);
-        figures.push((best, median));
-        eprintln!("interleaved ({clock}) {name}: best {best:.1} MiB/s, median {median:.1} MiB/s");
-    }
-    for ((name, _), figure) in sets.iter().zip(&figures).skip(1) {
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    for ((name, _), t) in sets.iter().zip(&times) {
         eprintln!(
-            "interleaved ratio {name} / {}: best {:.2}, median {:.2}",
+            "interleaved ({clock}) {name}: best {:.1} MiB/s, median {:.1} MiB/s",
+            mib / best(t),
+            mib / median(t.clone())
+        );
+    }
+    for ((name, _), t) in sets.iter().zip(&times).skip(1) {
+        let per_round = times[0].iter().zip(t).map(|(base, this)| base / this);
+        eprintln!(
+            "interleaved ratio {name} / {}: best {:.2}, median per round {:.2}",
             sets[0].0,
-            figure.0 / figures[0].0,
-            figure.1 / figures[0].1
+            best(&times[0]) / best(t),
+            median(per_round.collect())
         );
     }
 }
