@@ -5,13 +5,14 @@
 //! what `main` starts.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -27,6 +28,8 @@ pub struct App {
     shared: Shared,
     notifier: Arc<Notifier>,
     plans: HashMap<String, Arc<SourcePlan>>,
+    /// Where [`App::reload_topics`] puts a newly compiled set.
+    topics: watch::Sender<Arc<TopicSet>>,
 }
 
 /// What `once` did.
@@ -64,20 +67,52 @@ impl App {
             .iter()
             .map(|s| Ok((s.name().to_string(), Arc::new(SourcePlan::new(s)?))))
             .collect::<anyhow::Result<_>>()?;
+        let (topics, topics_rx) = watch::channel(Arc::new(topics));
         let app = App {
             shared: Shared {
                 config: Arc::new(config),
                 store,
                 fetcher: Arc::new(fetcher),
-                topics: Arc::new(topics),
+                topics: topics_rx,
                 outbox_wake: Arc::new(Notify::new()),
                 schedule_wake: Arc::new(Notify::new()),
             },
             notifier: Arc::new(notifier),
             plans,
+            topics,
         };
         app.sync_sources().await?;
         Ok(app)
+    }
+
+    /// Reads the config at `path` again and, if the whole file is valid, puts its topics
+    /// in place of the running ones: stories already matched keep their matches, the next
+    /// story is matched against the new set. Nothing changes when the file is invalid; the
+    /// error names what is wrong. Only the topics are taken from the new file; a running
+    /// webhook whose `topics` filter names a topic the new file no longer has is warned
+    /// about, since its filter changes only at restart. Blocking (file and compile): call
+    /// it off the async workers.
+    pub fn reload_topics(&self, path: &Path) -> anyhow::Result<usize> {
+        let config = Config::load(path)?;
+        let topics = TopicSet::compile(&config.topic_specs()).context("compiling topics")?;
+        let count = topics.len();
+        self.topics.send_replace(Arc::new(topics));
+        for webhook in &self.shared.config.webhooks {
+            let gone: Vec<&str> = webhook
+                .topics
+                .iter()
+                .filter(|t| !config.topics.iter().any(|c| c.name() == t.as_str()))
+                .map(String::as_str)
+                .collect();
+            if !gone.is_empty() {
+                warn!(
+                    webhook = webhook.name(),
+                    topics = ?gone,
+                    "the webhook's filter names topics the reloaded config no longer has; restart to apply its new webhooks"
+                );
+            }
+        }
+        Ok(count)
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -182,7 +217,7 @@ impl App {
         }
         info!(
             sources = self.plans.len(),
-            topics = self.shared.topics.len(),
+            topics = self.shared.topics.borrow().len(),
             "feedwatch running"
         );
         notify_systemd(&[sd_notify::NotifyState::Ready]);

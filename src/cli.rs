@@ -5,10 +5,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::app::App;
 use crate::config::{self, Config, ConfigError};
@@ -33,7 +35,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon until SIGTERM/SIGINT.
+    /// Run the daemon until SIGTERM/SIGINT; SIGHUP reloads the topics from the config.
     Run,
     /// Poll every source once, deliver due alerts, exit.
     Once,
@@ -114,8 +116,18 @@ async fn dispatch(command: Command, config: Config, path: PathBuf) -> ExitCode {
                 Err(e) => return failure(&e),
             };
             app.enable_metrics();
+            let app = Arc::new(app);
             let cancel = CancellationToken::new();
             tokio::spawn(watch_signals(cancel.clone()));
+            // Installed before the daemon reports ready: SIGHUP's default action ends a process.
+            match signal(SignalKind::hangup()) {
+                Ok(hangups) => {
+                    tokio::spawn(reload_on_hangup(hangups, app.clone(), path, cancel.clone()));
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot watch SIGHUP; restart feedwatch to apply config changes")
+                }
+            }
             match app.run_daemon(cancel).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => failure(&e),
@@ -161,8 +173,35 @@ fn failure(e: &anyhow::Error) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// On each SIGHUP, reloads the topics from the config file (see [`App::reload_topics`]).
+async fn reload_on_hangup(
+    mut hangups: Signal,
+    app: Arc<App>,
+    path: PathBuf,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            received = hangups.recv() => if received.is_none() { return },
+        }
+        let (app, file) = (app.clone(), path.clone());
+        let reloaded = tokio::task::spawn_blocking(move || app.reload_topics(&file)).await;
+        match reloaded.unwrap_or_else(|e| Err(anyhow::anyhow!("the reload task failed: {e}"))) {
+            Ok(count) => info!(
+                topics = count,
+                config = %path.display(),
+                "SIGHUP: topics reloaded (changes to sources, webhooks and other settings take effect at restart)"
+            ),
+            Err(e) => error!(
+                config = %path.display(),
+                "SIGHUP: config not reloaded, the running topics stay: {e:#}"
+            ),
+        }
+    }
+}
+
 async fn watch_signals(cancel: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
     let (mut term, mut int) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 use url::Url;
@@ -44,7 +44,8 @@ pub struct Shared {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub fetcher: Arc<Fetcher>,
-    pub topics: Arc<TopicSet>,
+    /// The compiled topics; SIGHUP may put a new set here, which the next story matched uses.
+    pub topics: watch::Receiver<Arc<TopicSet>>,
     /// Poked when the store queues a delivery, so the notifier wakes at once.
     pub outbox_wake: Arc<Notify>,
     /// Poked when a poll is recorded, so the scheduler recomputes its next wake-up.
@@ -530,13 +531,14 @@ fn fetch_failure(e: FetchError) -> PollFailure {
 async fn prepare_stage(
     mut input: mpsc::Receiver<Item>,
     output: mpsc::Sender<Ready>,
-    topics: Arc<TopicSet>,
+    topics: watch::Receiver<Arc<TopicSet>>,
 ) {
     while let Some(item) = input.recv().await {
         let ready = match item {
             Item::Done(end) => Ready::Done(end),
             Item::Story(raw) => {
                 let story = normalize(*raw);
+                let topics = topics.borrow().clone();
                 let matches = topics.match_story(story.title.as_deref().unwrap_or(""), &story.body);
                 let new = key_story(&story);
                 Ready::Story(Box::new((story, new, matches)))

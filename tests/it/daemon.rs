@@ -69,3 +69,143 @@ async fn run_polls_alerts_and_exits_cleanly_on_sigterm(backend: Backend) {
     db.cleanup().await;
 }
 both_backends!(run_polls_alerts_and_exits_cleanly_on_sigterm);
+
+/// RSS with one item per `(title, body)`, dated now.
+fn feed(items: &[(&str, &str)]) -> Resource {
+    let date = chrono::Utc::now().to_rfc2822();
+    let items: String = items
+        .iter()
+        .enumerate()
+        .map(|(i, (title, body))| {
+            format!(
+                "<item><title>{title}</title><link>https://example.org/reload/{i}/</link>\
+                 <pubDate>{date}</pubDate><description>{body}</description></item>"
+            )
+        })
+        .collect();
+    Resource::ok(
+        "application/rss+xml",
+        format!(
+            "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>t</title>{items}</channel></rss>"
+        ),
+    )
+}
+
+/// Reads the daemon's log until a line contains `needle`, and returns that line.
+async fn wait_for_log(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+    needle: &str,
+) -> String {
+    let read = async {
+        while let Some(line) = lines.next_line().await.expect("read the daemon's log") {
+            if line.contains(needle) {
+                return line;
+            }
+        }
+        panic!("the daemon's log ended before {needle:?}");
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .unwrap_or_else(|_| panic!("no {needle:?} in the daemon's log within 30 s"))
+}
+
+async fn sighup_reloads_topics_and_keeps_them_when_the_new_file_is_bad(backend: Backend) {
+    use tokio::io::AsyncBufReadExt;
+
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let site = Site::start().await;
+    site.put("/feed", feed(&[]));
+    let receiver = Receiver::start().await;
+    // Webhook `w` takes every topic; `only` filters on the one topic by name.
+    let write_config = |topic: &str, query: &str| {
+        format!(
+            "{}\n[[sources]]\nname = \"news\"\nkind = \"feed\"\nurl = \"{}\"\ninterval = \"1s\"\n\
+             [[topics]]\nname = \"{topic}\"\nquery = '{query}'\n\
+             [[webhooks]]\nname = \"w\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n\
+             [[webhooks]]\nname = \"only\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\ntopics = [\"{topic}\"]\n",
+            config_head(&db.url),
+            site.url("/feed"),
+            receiver.url(),
+            receiver.url()
+        )
+    };
+    let config = TestConfig::write(&write_config("tariffs", "tariff*"));
+    let mut child = command(&["run", "--config", config.path.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn feedwatch run");
+    let mut log = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    wait_for_log(&mut log, "feedwatch running").await;
+
+    // The same source and webhook, the tariffs topic swapped for a lasers one.
+    std::fs::write(&config.path, write_config("lasers", "laser* AND drone*")).unwrap();
+    let kill = |signal: &str| {
+        let pid = child.id().expect("pid").to_string();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    kill("-HUP");
+    // The running `only` webhook keeps its tariffs filter until a restart, and says so.
+    let line = wait_for_log(&mut log, "no longer has").await;
+    assert!(line.contains("only") && line.contains("tariffs"), "{line}");
+    let line = wait_for_log(&mut log, "SIGHUP").await;
+    assert!(line.contains("topics reloaded"), "{line}");
+
+    site.put(
+        "/feed",
+        feed(&[
+            ("Steel tariffs rise again", "New tariffs on steel."),
+            ("A laser downs drones", "The laser hit three drones."),
+        ]),
+    );
+    let received = receiver.wait_for(1, Duration::from_secs(30)).await;
+    assert!(
+        received[0].body.contains("\"lasers\""),
+        "{}",
+        received[0].body
+    );
+
+    // A file that does not parse: the daemon says so, keeps running and keeps the lasers topic.
+    std::fs::write(&config.path, "[[topics]\nname = \"broken\"\n").unwrap();
+    kill("-HUP");
+    let line = wait_for_log(&mut log, "SIGHUP").await;
+    assert!(line.contains("not reloaded"), "{line}");
+    assert!(line.contains(config.path.to_str().unwrap()), "{line}");
+    site.put(
+        "/feed",
+        feed(&[
+            ("Steel tariffs rise again", "New tariffs on steel."),
+            ("A laser downs drones", "The laser hit three drones."),
+            ("Drones meet a laser", "Another laser stopped more drones."),
+        ]),
+    );
+    let received = receiver.wait_for(2, Duration::from_secs(30)).await;
+    assert!(
+        received[1].body.contains("\"lasers\""),
+        "{}",
+        received[1].body
+    );
+
+    // Keep reading the log so the daemon never blocks on a full pipe while it drains.
+    let drain = tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
+    let exit = terminate(&mut child, Duration::from_secs(10)).await;
+    assert_eq!(exit.code(), Some(0));
+    drain.await.unwrap();
+
+    let store = feedwatch::store::connect(&db.url, 2).await.unwrap();
+    let counts = store.counts().await.unwrap();
+    assert_eq!(counts.stories, 3);
+    assert_eq!(
+        counts.matches, 2,
+        "the tariffs story matched nothing after the reload"
+    );
+    store.close().await;
+    db.cleanup().await;
+}
+both_backends!(sighup_reloads_topics_and_keeps_them_when_the_new_file_is_bad);
