@@ -142,15 +142,7 @@ async fn sighup_reloads_topics_and_keeps_them_when_the_new_file_is_bad(backend: 
 
     // The same source and webhook, the tariffs topic swapped for a lasers one.
     std::fs::write(&config.path, write_config("lasers", "laser* AND drone*")).unwrap();
-    let kill = |signal: &str| {
-        let pid = child.id().expect("pid").to_string();
-        let status = std::process::Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
-    kill("-HUP");
+    signal(&child, "-HUP");
     // The running `only` webhook keeps its tariffs filter until a restart, and says so.
     let line = wait_for_log(&mut log, "no longer has").await;
     assert!(line.contains("only") && line.contains("tariffs"), "{line}");
@@ -173,7 +165,7 @@ async fn sighup_reloads_topics_and_keeps_them_when_the_new_file_is_bad(backend: 
 
     // A file that does not parse: the daemon says so, keeps running and keeps the lasers topic.
     std::fs::write(&config.path, "[[topics]\nname = \"broken\"\n").unwrap();
-    kill("-HUP");
+    signal(&child, "-HUP");
     let line = wait_for_log(&mut log, "SIGHUP").await;
     assert!(line.contains("not reloaded"), "{line}");
     assert!(line.contains(config.path.to_str().unwrap()), "{line}");

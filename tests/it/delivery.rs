@@ -63,13 +63,7 @@ async fn failed_deliveries_are_retried_with_the_same_webhook_id(backend: Backend
         "one delivery, retried: {ids:?}"
     );
     assert!(received.iter().all(verify_signature));
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().unwrap().to_string()])
-        .status();
-    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let exit = terminate(&mut child, Duration::from_secs(10)).await;
     assert_eq!(exit.code(), Some(0));
     let store = feedwatch::store::connect(&db.url, 2).await.unwrap();
     let rows = store.list_deliveries(None, 10).await.unwrap();

@@ -160,16 +160,21 @@ pub async fn terminate(
     child: &mut tokio::process::Child,
     within: Duration,
 ) -> std::process::ExitStatus {
-    let pid = child.id().expect("pid") as i32;
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal(child, "-TERM");
     tokio::time::timeout(within, child.wait())
         .await
         .unwrap_or_else(|_| panic!("feedwatch did not exit within {within:?} of SIGTERM"))
         .unwrap()
+}
+
+/// Sends `signal` (as `kill` spells it, e.g. `-HUP`) to a running child.
+pub fn signal(child: &tokio::process::Child, signal: &str) {
+    let pid = child.id().expect("the child is running").to_string();
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
 }
 
 /// A `Command` for the feedwatch binary, with proxies off and quiet logs.
