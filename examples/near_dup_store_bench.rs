@@ -64,7 +64,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Parser, ValueEnum};
 use feedwatch::dedup::Fingerprint;
 use feedwatch::store::{
-    NewStory, OutboxEntry, PostgresStore, QueryPlan, SaveOutcome, SourceSpec, SqliteStore, Store,
+    NewStory, NoOutbox, PostgresStore, PreparedStory, QueryPlan, SaveOutcome, SourceSpec,
+    SqliteStore, Store,
 };
 use sqlx::postgres::PgConnection;
 use sqlx::sqlite::{
@@ -213,7 +214,6 @@ struct Synthetic {
     body: String,
     fetched_at: DateTime<Utc>,
     content_hash: String,
-    simhash: i64,
     fingerprint: Vec<u8>,
     band_keys: Vec<i64>,
 }
@@ -240,7 +240,6 @@ fn synthetic(
         content_hash: blake3::hash(format!("stored-{i}").as_bytes())
             .to_hex()
             .to_string(),
-        simhash: simhash as i64,
         fingerprint,
         band_keys,
     })
@@ -361,7 +360,8 @@ fn probe(
             content_hash: blake3::hash(format!("probe-{}-{}", n, rng.next()).as_bytes())
                 .to_hex()
                 .to_string(),
-            simhash: Some(fingerprint.simhash_i64()),
+            raw_hash: None,
+            source_name: "bench".into(),
             band_keys,
             fingerprint: bytes,
         },
@@ -393,22 +393,22 @@ enum Unfindable {
     NotNear,
 }
 
-fn no_alerts(_: i64) -> Vec<OutboxEntry> {
-    Vec::new()
-}
-
 /// Saves one probe the way the pipeline's store stage does, timing the call.
 async fn save(store: &dyn Store, probe: &Probe, samples: &mut Samples) -> anyhow::Result<()> {
     let checks = AtomicUsize::new(0);
-    let near_dup = |stored: &[u8]| {
+    let near_dup = |_: &[u8], stored: &[u8]| {
         checks.fetch_add(1, Ordering::Relaxed);
         Fingerprint::from_bytes(stored)
             .is_ok_and(|theirs| probe.fingerprint.is_near_duplicate(&theirs))
     };
     let window_start = Utc::now() - WINDOW;
+    let prepared = PreparedStory {
+        story: probe.story.clone(),
+        matches: Vec::new(),
+    };
     let started = Instant::now();
     let outcome = store
-        .save_story(&probe.story, &[], window_start, &near_dup, &no_alerts)
+        .save_story(&prepared, window_start, &near_dup, &NoOutbox)
         .await?;
     samples.latencies.push(started.elapsed());
     samples.candidates += checks.load(Ordering::Relaxed);
@@ -641,7 +641,7 @@ async fn load_sqlite(args: &Args, url: &str) -> anyhow::Result<()> {
         if batch.len() == SQLITE_STORY_BATCH || i + 1 == args.stories {
             let mut insert = QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO stories (id, source_id, url, canonical_url, title, body, \
-                 published_at, fetched_at, updated_at, content_hash, simhash, fingerprint) ",
+                 published_at, fetched_at, updated_at, content_hash, fingerprint) ",
             );
             insert.push_values(batch.drain(..), |mut row, s| {
                 let at = sqlite_ts(s.fetched_at);
@@ -655,7 +655,6 @@ async fn load_sqlite(args: &Args, url: &str) -> anyhow::Result<()> {
                     .push_bind(at.clone())
                     .push_bind(at)
                     .push_bind(s.content_hash)
-                    .push_bind(s.simhash)
                     .push_bind(s.fingerprint);
             });
             insert.build().execute(&mut conn).await?;
@@ -848,11 +847,11 @@ async fn load_postgres(args: &Args, url: &str) -> anyhow::Result<()> {
         let ids: Vec<i64> = batch.iter().map(|s| s.id).collect();
         sqlx::query(
             "INSERT INTO stories (id, source_id, url, canonical_url, title, body, published_at, \
-             fetched_at, updated_at, content_hash, simhash, fingerprint) \
-             SELECT id, $2, url, url, title, body, at, at, at, hash, simhash, fingerprint \
+             fetched_at, updated_at, content_hash, fingerprint) \
+             SELECT id, $2, url, url, title, body, at, at, at, hash, fingerprint \
              FROM UNNEST($1::bigint[], $3::text[], $4::text[], $5::text[], \
-                         $6::timestamptz[], $7::text[], $8::bigint[], $9::bytea[]) \
-               AS t(id, url, title, body, at, hash, simhash, fingerprint)",
+                         $6::timestamptz[], $7::text[], $8::bytea[]) \
+               AS t(id, url, title, body, at, hash, fingerprint)",
         )
         .bind(&ids)
         .bind(source_id)
@@ -866,7 +865,6 @@ async fn load_postgres(args: &Args, url: &str) -> anyhow::Result<()> {
                 .map(|s| s.content_hash.clone())
                 .collect::<Vec<_>>(),
         )
-        .bind(batch.iter().map(|s| s.simhash).collect::<Vec<_>>())
         .bind(
             batch
                 .iter()

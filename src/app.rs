@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -30,6 +30,10 @@ pub struct App {
     plans: HashMap<String, Arc<SourcePlan>>,
     /// Where [`App::reload_topics`] puts a newly compiled set.
     topics: watch::Sender<Arc<TopicSet>>,
+    /// This process's identity in `sources.lease_owner`.
+    instance: String,
+    /// Claims made so far, numbering the leases.
+    claims: AtomicU64,
 }
 
 /// What `once` did.
@@ -76,10 +80,13 @@ impl App {
                 topics: topics_rx,
                 outbox_wake: Arc::new(Notify::new()),
                 schedule_wake: Arc::new(Notify::new()),
+                prepare_permits: Shared::prepare_permits(),
             },
             notifier: Arc::new(notifier),
             plans,
             topics,
+            instance: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+            claims: AtomicU64::new(0),
         };
         app.sync_sources().await?;
         Ok(app)
@@ -139,19 +146,49 @@ impl App {
             .context("recording the configured sources")
     }
 
-    fn job(&self, row: SourceRow) -> Option<PollJob> {
+    fn job(&self, row: SourceRow, lease_owner: &Arc<str>) -> Option<PollJob> {
         let plan = self.plans.get(&row.name)?.clone();
-        Some(PollJob { row, plan })
+        Some(PollJob {
+            row,
+            plan,
+            lease_owner: lease_owner.clone(),
+        })
+    }
+
+    /// A lease owner for one claim: this process's identity and a claim number, so that
+    /// a poll fenced by it cannot write once its source was claimed again, even by this
+    /// same process after the lease ran out.
+    fn lease_owner(&self) -> Arc<str> {
+        let claim = self.claims.fetch_add(1, Ordering::Relaxed);
+        Arc::from(format!("{}/{claim}", self.instance))
     }
 
     /// Polls every enabled source once, stores what it finds, attempts every due
     /// delivery once, and returns what happened.
     pub async fn run_once(&self) -> anyhow::Result<OnceReport> {
-        let rows = self.sync_sources().await?;
-        let jobs: Vec<PollJob> = rows
+        let configured = self
+            .sync_sources()
+            .await?
             .into_iter()
             .filter(|r| matches!(r.state, SourceState::Active | SourceState::Blocked))
-            .filter_map(|r| self.job(r))
+            .count();
+        let owner = self.lease_owner();
+        let now = Utc::now();
+        let rows = self
+            .shared
+            .store
+            .claim_every_source(&owner, now, now + chrono::Duration::from_std(self.lease())?)
+            .await
+            .context("claiming the sources")?;
+        if rows.len() < configured {
+            warn!(
+                skipped = configured - rows.len(),
+                "sources leased by a running daemon are left to it"
+            );
+        }
+        let jobs: Vec<PollJob> = rows
+            .into_iter()
+            .filter_map(|r| self.job(r, &owner))
             .collect();
         let sources = jobs.len();
         let stats = Arc::new(PipelineStats::default());
@@ -192,7 +229,6 @@ impl App {
     /// `cancel`, then stops the scheduler, lets in-flight work drain within
     /// `daemon.shutdown_grace`, and returns.
     pub async fn run_daemon(&self, cancel: CancellationToken) -> anyhow::Result<()> {
-        let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
         let grace = self.shared.config.daemon.shutdown_grace;
         let stats = Arc::new(PipelineStats::default());
         let (tx, rx) = mpsc::channel::<PollJob>(64);
@@ -254,7 +290,7 @@ impl App {
                 }
             });
         }
-        let scheduler_result = self.schedule(&owner, &tx, &cancel).await;
+        let scheduler_result = self.schedule(&tx, &cancel).await;
         drop(tx);
         notify_systemd(&[sd_notify::NotifyState::Stopping]);
         info!("shutting down: scheduler stopped, draining in-flight work");
@@ -282,28 +318,31 @@ impl App {
         let _ = crate::admin::metrics_handle();
     }
 
+    /// How long a poll holds its source at most; then another daemon may take it.
+    fn lease(&self) -> Duration {
+        self.shared.config.http.timeout * 4 + Duration::from_secs(300)
+    }
+
     async fn schedule(
         &self,
-        owner: &str,
         jobs: &mpsc::Sender<PollJob>,
         cancel: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let config = &self.shared.config;
-        // A poll holds its source this long at most; then another daemon may take it.
-        let lease = config.http.timeout * 4 + Duration::from_secs(300);
+        let lease = self.lease();
         let mut store_failures = 0u32;
         while !cancel.is_cancelled() {
             let now = Utc::now();
+            let owner = self.lease_owner();
             let claimed = self
                 .shared
                 .store
-                .claim_due_sources(owner, now, now + chrono::Duration::from_std(lease)?, 64)
+                .claim_due_sources(&owner, now, now + chrono::Duration::from_std(lease)?, 64)
                 .await;
             let wait = match claimed {
                 Ok(rows) => {
                     store_failures = 0;
                     for row in rows {
-                        if let Some(job) = self.job(row)
+                        if let Some(job) = self.job(row, &owner)
                             && jobs.send(job).await.is_err()
                         {
                             return Ok(());

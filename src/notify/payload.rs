@@ -6,7 +6,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
 use crate::config::WebhookFormat;
-use crate::normalize::Story;
+use crate::store::NewStory;
 use crate::topics::TopicMatch;
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -17,7 +17,7 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 pub fn story_matched(
     format: WebhookFormat,
     story_id: i64,
-    story: &Story,
+    story: &NewStory,
     topics: &[&TopicMatch],
     now: DateTime<Utc>,
 ) -> String {

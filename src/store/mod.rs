@@ -8,6 +8,7 @@
 
 mod postgres;
 mod sqlite;
+mod verdict;
 
 use std::sync::Arc;
 
@@ -106,18 +107,77 @@ pub struct SourceRow {
     pub last_status: Option<i32>,
 }
 
-/// The outcome of one poll, written when the poll's stories are stored.
+/// How a poll ended, as the store records it on the source.
 #[derive(Debug, Clone)]
-pub struct PollRecord {
-    pub source_id: i64,
-    pub polled_at: DateTime<Utc>,
-    pub status: Option<i32>,
-    /// `None` on success.
-    pub error: Option<String>,
+pub enum PollOutcome {
+    /// The source answered (200, or 304 Not Modified).
+    Fetched {
+        status: i32,
+        /// The validators to keep for the next conditional GET; `None` keeps the stored
+        /// ones, as a poll that left links or pages for later must not hide them behind a 304.
+        validators: Option<StoredValidators>,
+        next_poll_at: DateTime<Utc>,
+    },
+    /// The poll failed: the streak grows and `last_error` says why.
+    Failed {
+        status: Option<i32>,
+        error: String,
+        state: SourceState,
+        next_poll_at: DateTime<Utc>,
+    },
+    /// No request was made (the host asked every client to wait): the streak and
+    /// validators stay, `note` goes to `last_error`.
+    Deferred {
+        next_poll_at: DateTime<Utc>,
+        note: String,
+    },
+}
+
+/// `ETag` / `Last-Modified` as stored on a source.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredValidators {
     pub etag: Option<String>,
     pub last_modified: Option<String>,
-    pub next_poll_at: DateTime<Utc>,
-    pub state: SourceState,
+}
+
+/// An article page that could not be fetched in this poll.
+#[derive(Debug, Clone)]
+pub struct PageFailure {
+    pub url: String,
+    pub error: String,
+}
+
+/// Everything one poll produced, written by [`Store::save_poll`] in one transaction.
+#[derive(Debug, Clone)]
+pub struct PollWrite {
+    pub source_id: i64,
+    /// The lease the poll was claimed under: a poll whose lease was taken over writes nothing.
+    pub lease_owner: String,
+    pub polled_at: DateTime<Utc>,
+    pub outcome: PollOutcome,
+    /// The stories to take a verdict on (those the store holds unchanged were left out).
+    pub stories: Vec<PreparedStory>,
+    /// Pages that failed: their attempt counts grow.
+    pub page_failures: Vec<PageFailure>,
+    /// Pages that were fetched, or given up: their failure rows go.
+    pub pages_done: Vec<String>,
+    /// Near duplicates are looked for among stories fetched since then.
+    pub window_start: DateTime<Utc>,
+}
+
+/// What [`Store::save_poll`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollSave {
+    /// Committed: one verdict per story of the poll (in order), and how the source's
+    /// failure streak moved.
+    Saved {
+        stories: Vec<SaveOutcome>,
+        streak: Option<StreakChange>,
+        /// `source.failing` / `source.recovered` deliveries queued.
+        source_events: usize,
+    },
+    /// The source's lease belongs to someone else now: nothing was written.
+    LeaseLost,
 }
 
 /// How a source's failure streak changed with a poll.
@@ -135,6 +195,8 @@ pub struct StreakChange {
 #[derive(Debug, Clone)]
 pub struct NewStory {
     pub source_id: i64,
+    /// The source's name, for alert payloads.
+    pub source_name: String,
     pub url: String,
     pub canonical_url: String,
     pub title: Option<String>,
@@ -144,9 +206,35 @@ pub struct NewStory {
     pub published_at: Option<DateTime<Utc>>,
     pub fetched_at: DateTime<Utc>,
     pub content_hash: String,
-    pub simhash: Option<i64>,
+    /// Hash of the entry as served (see `pipeline::prepare`): the cheap check's key.
+    pub raw_hash: Option<String>,
     pub fingerprint: Option<Vec<u8>>,
     pub band_keys: Vec<i64>,
+}
+
+/// A story with the topics it matched.
+#[derive(Debug, Clone)]
+pub struct PreparedStory {
+    pub story: NewStory,
+    pub matches: Vec<TopicMatch>,
+}
+
+/// A stored story as the cheap check sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownStory {
+    pub id: i64,
+    pub url: String,
+    pub canonical_url: String,
+    pub raw_hash: Option<String>,
+}
+
+/// What the store holds of a poll's links before the poll prepares anything.
+#[derive(Debug, Clone, Default)]
+pub struct PollContext {
+    /// Stored stories whose canonical URL or URL is one of those asked about.
+    pub known: Vec<KnownStory>,
+    /// Failed attempts so far of the pages asked about (absent: none).
+    pub page_attempts: std::collections::HashMap<String, i32>,
 }
 
 /// A webhook request to be queued in the outbox.
@@ -156,23 +244,80 @@ pub struct OutboxEntry {
     pub payload: String,
 }
 
-/// Builds the outbox entries of a new story once its id is known.
-pub type AlertBuilder<'a> = &'a (dyn Fn(i64) -> Vec<OutboxEntry> + Send + Sync);
+/// A webhook that wants a `story.matched` alert, with the topics it wants.
+#[derive(Debug, Clone)]
+pub struct AlertTarget {
+    pub webhook: String,
+    /// Indices into the story's matches.
+    pub topics: Vec<usize>,
+}
 
-/// Decides whether a candidate near-duplicate (by its stored fingerprint bytes) is one.
-pub type NearDupCheck<'a> = &'a (dyn Fn(&[u8]) -> bool + Send + Sync);
+/// A `source.failing` / `source.recovered` event to queue.
+#[derive(Debug, Clone)]
+pub struct SourceEvent {
+    pub event: &'static str,
+    pub event_key: String,
+    pub entries: Vec<OutboxEntry>,
+}
 
-/// The verdict on a story, taken inside its transaction (DESIGN §3).
+/// The pipeline's side of the outbox: which webhooks want what, and the frozen
+/// bodies. The store decides *whether* an alert is due (the alert rule, against
+/// what was alerted before); this decides *to whom* and *what it says*.
+pub trait OutboxPolicy: Send + Sync {
+    /// The webhooks that would take an alert of `story` for some of its `matches`
+    /// (their event and topic filters, `max_age`).
+    fn story_targets(&self, story: &NewStory, matches: &[TopicMatch]) -> Vec<AlertTarget>;
+    /// The body of one `story.matched` delivery to `webhook` for `topics`.
+    fn story_payload(
+        &self,
+        webhook: &str,
+        story_id: i64,
+        story: &NewStory,
+        topics: &[&TopicMatch],
+    ) -> String;
+    /// The event a change of the failure streak raises, if any.
+    fn source_event(
+        &self,
+        source_id: i64,
+        change: &StreakChange,
+        error: Option<&str>,
+    ) -> Option<SourceEvent>;
+}
+
+/// Decides whether a candidate is a near duplicate of a story, from their stored
+/// fingerprint bytes: `(story's, candidate's)`.
+pub type NearDupCheck<'a> = &'a (dyn Fn(&[u8], &[u8]) -> bool + Send + Sync);
+
+/// The verdict on a story, taken inside its poll's transaction (DESIGN §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SaveOutcome {
-    /// A story we had not seen: stored, matched, alerted.
+    /// A story we had not seen: stored, matched; `deliveries` alerts queued.
     New { id: i64, deliveries: usize },
     /// Same canonical URL, same content hash: nothing written.
     Unchanged { id: i64 },
-    /// Same canonical URL, new content: row and matches updated, no alert.
-    Updated { id: i64 },
-    /// New URL but the same (or nearly the same) content as `of`: stored, matched, not alerted.
-    Duplicate { id: i64, of: i64, near: bool },
+    /// Same canonical URL, new content: row and matches updated; alerted for the
+    /// topics its cluster had not been alerted of.
+    Updated { id: i64, deliveries: usize },
+    /// New URL but the same (or nearly the same) content as `of`: stored, matched;
+    /// alerted for the topics its cluster had not been alerted of.
+    Duplicate {
+        id: i64,
+        of: i64,
+        near: bool,
+        deliveries: usize,
+    },
+}
+
+impl SaveOutcome {
+    /// Deliveries queued with this story.
+    pub fn deliveries(&self) -> usize {
+        match *self {
+            SaveOutcome::New { deliveries, .. }
+            | SaveOutcome::Updated { deliveries, .. }
+            | SaveOutcome::Duplicate { deliveries, .. } => deliveries,
+            SaveOutcome::Unchanged { .. } => 0,
+        }
+    }
 }
 
 /// The plan the database chose for one of the lookups [`Store::save_story`] makes, from
@@ -264,43 +409,55 @@ pub trait Store: Send + Sync + 'static {
     /// The earliest `next_poll_at` of an active source not leased at `now`, if any.
     async fn next_poll_due(&self, now: DateTime<Utc>) -> StoreResult<Option<DateTime<Utc>>>;
 
-    /// Records a poll's outcome, releases the lease, and reports the failure streak.
-    async fn finish_poll(&self, record: &PollRecord) -> StoreResult<StreakChange>;
+    /// Every active source not leased by another daemon at `now`, leased to `owner`
+    /// until `lease_until` whether due or not (`once` polls them all).
+    async fn claim_every_source(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<Vec<SourceRow>>;
 
-    /// Puts off a poll that was never made (its host asked every client to wait):
-    /// `next_poll_at` moves, the lease is released and `note` says why in
-    /// `last_error`, while the failure streak and validators stay as they were.
-    async fn defer_poll(
+    /// The cheap check's read, before a poll prepares anything: the stored stories
+    /// with one of `canonical_urls` or `urls`, and the failed attempts of `pages`.
+    async fn poll_context(
         &self,
         source_id: i64,
+        canonical_urls: &[String],
+        urls: &[String],
+        pages: &[String],
+    ) -> StoreResult<PollContext>;
+
+    /// Writes a whole poll in one transaction, fenced by its lease: the verdict on
+    /// each story with its bands, matches and alerts, the page attempts, the source's
+    /// validators and health, and any `source.failing` / `source.recovered` event —
+    /// all or nothing. A poll whose lease another owner holds writes nothing.
+    async fn save_poll(
+        &self,
+        poll: &PollWrite,
+        near_dup: NearDupCheck<'_>,
+        outbox: &dyn OutboxPolicy,
+    ) -> StoreResult<PollSave>;
+
+    /// Releases a lease `owner` still holds without recording a poll (its write
+    /// failed): validators, streak and stories stay; it is polled again at `next_poll_at`.
+    async fn release_source(
+        &self,
+        source_id: i64,
+        owner: &str,
         next_poll_at: DateTime<Utc>,
-        note: &str,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
 
-    /// Whether a story from this page URL, or with this canonical URL, is stored
-    /// (article pages are fetched once).
-    async fn story_exists(&self, url: &str, canonical_url: &str) -> StoreResult<bool>;
-
-    /// Stores a story with its matches and, when it is new and not a duplicate,
-    /// its outbox rows — all in one transaction.
+    /// Takes the verdict on one story in a transaction of its own, outside any poll
+    /// (tests and benchmarks of the verdict itself): the same rule [`Store::save_poll`]
+    /// applies to each of its stories.
     async fn save_story(
         &self,
-        story: &NewStory,
-        matches: &[TopicMatch],
+        story: &PreparedStory,
         window_start: DateTime<Utc>,
         near_dup: NearDupCheck<'_>,
-        alerts: AlertBuilder<'_>,
+        outbox: &dyn OutboxPolicy,
     ) -> StoreResult<SaveOutcome>;
-
-    /// Queues `source.failing` / `source.recovered` deliveries (idempotent per event key).
-    async fn enqueue_source_event(
-        &self,
-        event: &str,
-        event_key: &str,
-        source_id: i64,
-        entries: &[OutboxEntry],
-        now: DateTime<Utc>,
-    ) -> StoreResult<usize>;
 
     /// Pending deliveries due at `now` for the named webhooks, claimed until `lease_until`.
     async fn claim_due_deliveries(
@@ -380,4 +537,22 @@ pub(crate) fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
 /// Stores a slice of terms the way both backends can read back.
 pub(crate) fn terms_json(terms: &[String]) -> String {
     serde_json::to_string(terms).unwrap_or_else(|_| "[]".to_string())
+}
+
+/// An outbox policy with no webhooks: stories are stored and matched, nothing is
+/// queued (benchmarks and tools that write stories without alerting anyone).
+pub struct NoOutbox;
+
+impl OutboxPolicy for NoOutbox {
+    fn story_targets(&self, _: &NewStory, _: &[TopicMatch]) -> Vec<AlertTarget> {
+        Vec::new()
+    }
+
+    fn story_payload(&self, _: &str, _: i64, _: &NewStory, _: &[&TopicMatch]) -> String {
+        String::new()
+    }
+
+    fn source_event(&self, _: i64, _: &StreakChange, _: Option<&str>) -> Option<SourceEvent> {
+        None
+    }
 }

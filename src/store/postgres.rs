@@ -16,16 +16,18 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
+use super::verdict::{self, Candidate, PollTx, StoredStory, Streak};
 use super::{
-    AlertBuilder, Counts, Delivery, DeliveryInfo, DeliveryResult, NEAR_DUP_MAX_CANDIDATES,
-    NEAR_DUP_PER_BAND, NearDupCheck, NewStory, OutboxEntry, PollRecord, QueryPlan, SaveOutcome,
-    SourceRow, SourceSpec, SourceState, Store, StoreError, StoreResult, StreakChange,
+    Counts, Delivery, DeliveryInfo, DeliveryResult, KnownStory, NEAR_DUP_MAX_CANDIDATES,
+    NEAR_DUP_PER_BAND, NearDupCheck, NewStory, OutboxEntry, OutboxPolicy, PageFailure, PollContext,
+    PollSave, PollWrite, PreparedStory, QueryPlan, SaveOutcome, SourceRow, SourceSpec, SourceState,
+    Store, StoreError, StoreResult, StoredValidators,
 };
 use crate::topics::TopicMatch;
 
 /// The story with this canonical URL (`$1`): its identity.
-const STORY_BY_CANONICAL_URL: &str =
-    "SELECT id, content_hash FROM stories WHERE canonical_url = $1";
+const STORY_BY_CANONICAL_URL: &str = "SELECT id, COALESCE(duplicate_of, id) AS cluster, \
+     content_hash, raw_hash FROM stories WHERE canonical_url = $1";
 
 /// The first story with this content hash (`$1`), as the root of its duplicates.
 const STORY_BY_CONTENT_HASH: &str = "SELECT COALESCE(duplicate_of, id) FROM stories \
@@ -177,76 +179,6 @@ fn delivery_row(row: &PgRow) -> StoreResult<Delivery> {
     })
 }
 
-async fn insert_matches(
-    conn: &mut PgConnection,
-    story_id: i64,
-    matches: &[TopicMatch],
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
-    for m in matches {
-        sqlx::query(
-            "INSERT INTO matches (story_id, topic, score, terms, snippet, matched_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (story_id, topic) DO NOTHING",
-        )
-        .bind(story_id)
-        .bind(&m.topic)
-        .bind(m.score)
-        .bind(&m.terms)
-        .bind(&m.snippet)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
-}
-
-async fn insert_bands(conn: &mut PgConnection, story_id: i64, keys: &[i64]) -> StoreResult<()> {
-    if keys.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO story_bands (band_key, story_id) \
-         SELECT DISTINCT k, $2 FROM UNNEST($1::bigint[]) AS k ON CONFLICT DO NOTHING",
-    )
-    .bind(keys)
-    .bind(story_id)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-async fn insert_outbox(
-    conn: &mut PgConnection,
-    event: &str,
-    event_key: &str,
-    story_id: Option<i64>,
-    source_id: Option<i64>,
-    entries: &[OutboxEntry],
-    now: DateTime<Utc>,
-) -> StoreResult<usize> {
-    let mut queued = 0;
-    for e in entries {
-        let done = sqlx::query(
-            "INSERT INTO deliveries (id, event, event_key, story_id, source_id, webhook, payload, \
-             status, attempts, next_attempt_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $8) \
-             ON CONFLICT (event_key, webhook) DO NOTHING",
-        )
-        .bind(Uuid::new_v4())
-        .bind(event)
-        .bind(event_key)
-        .bind(story_id)
-        .bind(source_id)
-        .bind(&e.webhook)
-        .bind(&e.payload)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-        queued += done.rows_affected() as usize;
-    }
-    Ok(queued)
-}
-
 #[async_trait]
 impl Store for PostgresStore {
     fn backend(&self) -> &'static str {
@@ -332,263 +264,117 @@ impl Store for PostgresStore {
         Ok(row.try_get("next")?)
     }
 
-    async fn finish_poll(&self, r: &PollRecord) -> StoreResult<StreakChange> {
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
-            "SELECT consecutive_failures, failing_since FROM sources WHERE id = $1 FOR UPDATE",
-        )
-        .bind(r.source_id)
-        .fetch_one(&mut *tx)
+    async fn claim_every_source(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<Vec<SourceRow>> {
+        let rows = sqlx::query(concat!(
+            "UPDATE sources SET lease_owner = $1, lease_until = $3 \
+             WHERE id IN (SELECT id FROM sources \
+               WHERE state IN ('active', 'blocked') \
+                 AND (lease_until IS NULL OR lease_until <= $2) \
+               FOR UPDATE SKIP LOCKED) \
+             RETURNING ",
+            source_columns!()
+        ))
+        .bind(owner)
+        .bind(now)
+        .bind(lease_until)
+        .fetch_all(&self.pool)
         .await?;
-        let before: i32 = row.try_get("consecutive_failures")?;
-        let since: Option<DateTime<Utc>> = row.try_get("failing_since")?;
-        let change = if r.error.is_none() {
-            sqlx::query(
-                "UPDATE sources SET last_polled_at = $2, last_status = $3, last_error = NULL, \
-                 etag = $4, last_modified = $5, next_poll_at = $6, state = $7, \
-                 consecutive_failures = 0, failing_since = NULL, \
-                 lease_owner = NULL, lease_until = NULL WHERE id = $1",
-            )
-            .bind(r.source_id)
-            .bind(r.polled_at)
-            .bind(r.status)
-            .bind(&r.etag)
-            .bind(&r.last_modified)
-            .bind(r.next_poll_at)
-            .bind(r.state.as_str())
-            .execute(&mut *tx)
-            .await?;
-            StreakChange {
-                before,
-                after: 0,
-                since,
-            }
-        } else {
-            let since = since.unwrap_or_else(|| super::to_micros(r.polled_at));
-            sqlx::query(
-                "UPDATE sources SET last_polled_at = $2, last_status = $3, last_error = $4, \
-                 next_poll_at = $5, state = $6, consecutive_failures = consecutive_failures + 1, \
-                 failing_since = $7, lease_owner = NULL, lease_until = NULL WHERE id = $1",
-            )
-            .bind(r.source_id)
-            .bind(r.polled_at)
-            .bind(r.status)
-            .bind(&r.error)
-            .bind(r.next_poll_at)
-            .bind(r.state.as_str())
-            .bind(since)
-            .execute(&mut *tx)
-            .await?;
-            StreakChange {
-                before,
-                after: before + 1,
-                since: Some(since),
-            }
-        };
-        tx.commit().await?;
-        Ok(change)
+        rows.iter().map(source_row).collect()
     }
 
-    async fn defer_poll(
+    async fn poll_context(
         &self,
         source_id: i64,
-        next_poll_at: DateTime<Utc>,
-        note: &str,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE sources SET next_poll_at = $2, last_error = $3, \
-             lease_owner = NULL, lease_until = NULL WHERE id = $1",
+        canonical_urls: &[String],
+        urls: &[String],
+        pages: &[String],
+    ) -> StoreResult<PollContext> {
+        let mut conn = self.pool.acquire().await?;
+        let rows = sqlx::query(
+            "SELECT id, url, canonical_url, raw_hash FROM stories WHERE canonical_url = ANY($1) \
+             UNION SELECT id, url, canonical_url, raw_hash FROM stories WHERE url = ANY($2)",
         )
-        .bind(source_id)
-        .bind(next_poll_at)
-        .bind(note)
-        .execute(&self.pool)
+        .bind(canonical_urls)
+        .bind(urls)
+        .fetch_all(&mut *conn)
         .await?;
-        Ok(())
+        let known = rows
+            .iter()
+            .map(|r| {
+                Ok(KnownStory {
+                    id: r.try_get("id")?,
+                    url: r.try_get("url")?,
+                    canonical_url: r.try_get("canonical_url")?,
+                    raw_hash: r.try_get("raw_hash")?,
+                })
+            })
+            .collect::<StoreResult<_>>()?;
+        let mut page_attempts = std::collections::HashMap::new();
+        if !pages.is_empty() {
+            let rows = sqlx::query(
+                "SELECT url, attempts FROM page_failures WHERE source_id = $1 AND url = ANY($2)",
+            )
+            .bind(source_id)
+            .bind(pages)
+            .fetch_all(&mut *conn)
+            .await?;
+            for r in &rows {
+                page_attempts.insert(r.try_get("url")?, r.try_get("attempts")?);
+            }
+        }
+        Ok(PollContext {
+            known,
+            page_attempts,
+        })
     }
 
-    async fn story_exists(&self, url: &str, canonical_url: &str) -> StoreResult<bool> {
-        let found: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM stories WHERE canonical_url = $2 OR url = $1 LIMIT 1",
+    async fn save_poll(
+        &self,
+        poll: &PollWrite,
+        near_dup: NearDupCheck<'_>,
+        outbox: &dyn OutboxPolicy,
+    ) -> StoreResult<PollSave> {
+        let mut tx = self.pool.begin().await?;
+        let saved = verdict::save_poll(&mut *tx, poll, near_dup, outbox).await?;
+        tx.commit().await?;
+        Ok(saved)
+    }
+
+    async fn release_source(
+        &self,
+        source_id: i64,
+        owner: &str,
+        next_poll_at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE sources SET lease_owner = NULL, lease_until = NULL, next_poll_at = $3 \
+             WHERE id = $1 AND lease_owner = $2",
         )
-        .bind(url)
-        .bind(canonical_url)
-        .fetch_optional(&self.pool)
+        .bind(source_id)
+        .bind(owner)
+        .bind(next_poll_at)
+        .execute(&self.pool)
         .await?;
-        Ok(found.is_some())
+        Ok(done.rows_affected() > 0)
     }
 
     async fn save_story(
         &self,
-        story: &NewStory,
-        matches: &[TopicMatch],
+        story: &PreparedStory,
         window_start: DateTime<Utc>,
         near_dup: NearDupCheck<'_>,
-        alerts: AlertBuilder<'_>,
+        outbox: &dyn OutboxPolicy,
     ) -> StoreResult<SaveOutcome> {
-        let now = story.fetched_at;
         let mut tx = self.pool.begin().await?;
-        // Serialise verdicts on the same identity and on the same content, so that
-        // two daemons racing on one story (or on two URLs of one body) cannot both win.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(&story.canonical_url)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 1))")
-            .bind(&story.content_hash)
-            .execute(&mut *tx)
-            .await?;
-
-        let existing = sqlx::query(STORY_BY_CANONICAL_URL)
-            .bind(&story.canonical_url)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if let Some(row) = existing {
-            let id: i64 = row.try_get("id")?;
-            let hash: String = row.try_get("content_hash")?;
-            if hash == story.content_hash {
-                tx.commit().await?;
-                return Ok(SaveOutcome::Unchanged { id });
-            }
-            sqlx::query(
-                "UPDATE stories SET url = $2, title = $3, summary = $4, body = $5, author = $6, \
-                 published_at = COALESCE($7, published_at), updated_at = $8, content_hash = $9, \
-                 simhash = $10, fingerprint = $11 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(&story.url)
-            .bind(&story.title)
-            .bind(&story.summary)
-            .bind(&story.body)
-            .bind(&story.author)
-            .bind(story.published_at)
-            .bind(now)
-            .bind(&story.content_hash)
-            .bind(story.simhash)
-            .bind(&story.fingerprint)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("DELETE FROM story_bands WHERE story_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            insert_bands(&mut tx, id, &story.band_keys).await?;
-            sqlx::query("DELETE FROM matches WHERE story_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            insert_matches(&mut tx, id, matches, now).await?;
-            tx.commit().await?;
-            return Ok(SaveOutcome::Updated { id });
-        }
-
-        let mut duplicate: Option<(i64, bool)> = sqlx::query_scalar(STORY_BY_CONTENT_HASH)
-            .bind(&story.content_hash)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|id: i64| (id, false));
-
-        if duplicate.is_none() && !story.band_keys.is_empty() {
-            // The newest NEAR_DUP_PER_BAND stories of each band key, the
-            // NEAR_DUP_MAX_CANDIDATES sharing most keys.
-            let candidates = sqlx::query(NEAR_DUP_CANDIDATES)
-                .bind(&story.band_keys)
-                .bind(window_start)
-                .bind(NEAR_DUP_PER_BAND)
-                .bind(NEAR_DUP_MAX_CANDIDATES)
-                .fetch_all(&mut *tx)
-                .await?;
-            for c in &candidates {
-                let fp: Vec<u8> = c.try_get("fingerprint")?;
-                if near_dup(&fp) {
-                    duplicate = Some((c.try_get("root")?, true));
-                    break;
-                }
-            }
-        }
-
-        let inserted: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO stories (source_id, url, canonical_url, title, summary, body, author, \
-             published_at, fetched_at, updated_at, content_hash, simhash, duplicate_of, fingerprint) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13) \
-             ON CONFLICT (canonical_url) DO NOTHING RETURNING id",
-        )
-        .bind(story.source_id)
-        .bind(&story.url)
-        .bind(&story.canonical_url)
-        .bind(&story.title)
-        .bind(&story.summary)
-        .bind(&story.body)
-        .bind(&story.author)
-        .bind(story.published_at)
-        .bind(now)
-        .bind(&story.content_hash)
-        .bind(story.simhash)
-        .bind(duplicate.map(|d| d.0))
-        .bind(&story.fingerprint)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(id) = inserted else {
-            // Only reachable if something bypassed the advisory lock; the row that won is kept.
-            let id: i64 = sqlx::query_scalar("SELECT id FROM stories WHERE canonical_url = $1")
-                .bind(&story.canonical_url)
-                .fetch_one(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            return Ok(SaveOutcome::Unchanged { id });
-        };
-        insert_bands(&mut tx, id, &story.band_keys).await?;
-        insert_matches(&mut tx, id, matches, now).await?;
-        if let Some((of, near)) = duplicate {
-            tx.commit().await?;
-            return Ok(SaveOutcome::Duplicate { id, of, near });
-        }
-        let entries = if matches.is_empty() {
-            Vec::new()
-        } else {
-            alerts(id)
-        };
-        let deliveries = insert_outbox(
-            &mut tx,
-            "story.matched",
-            &format!("story:{id}"),
-            Some(id),
-            None,
-            &entries,
-            now,
-        )
-        .await?;
-        if !matches.is_empty() {
-            sqlx::query("SELECT pg_notify('feedwatch_matches', $1)")
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
+        tx.lock_stories(std::slice::from_ref(story)).await?;
+        let outcome = verdict::save_story(&mut *tx, story, window_start, near_dup, outbox).await?;
         tx.commit().await?;
-        Ok(SaveOutcome::New { id, deliveries })
-    }
-
-    async fn enqueue_source_event(
-        &self,
-        event: &str,
-        event_key: &str,
-        source_id: i64,
-        entries: &[OutboxEntry],
-        now: DateTime<Utc>,
-    ) -> StoreResult<usize> {
-        let mut tx = self.pool.begin().await?;
-        let n = insert_outbox(
-            &mut tx,
-            event,
-            event_key,
-            None,
-            Some(source_id),
-            entries,
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(n)
+        Ok(outcome)
     }
 
     async fn claim_due_deliveries(
@@ -756,5 +542,379 @@ impl Store for PostgresStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+#[async_trait]
+impl PollTx for PgConnection {
+    async fn fence_source(&mut self, source_id: i64, owner: &str) -> StoreResult<Option<Streak>> {
+        let row = sqlx::query(
+            "SELECT consecutive_failures, failing_since FROM sources \
+             WHERE id = $1 AND lease_owner = $2 FOR UPDATE",
+        )
+        .bind(source_id)
+        .bind(owner)
+        .fetch_optional(&mut *self)
+        .await?;
+        row.map(|row| {
+            Ok(Streak {
+                failures: row.try_get("consecutive_failures")?,
+                since: row.try_get("failing_since")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn lock_stories(&mut self, stories: &[PreparedStory]) -> StoreResult<()> {
+        // Serialise verdicts on the same identity and on the same content, so that two
+        // daemons racing on one story (or on two URLs of one body) cannot both win. All of
+        // a poll's locks are taken at once, in key order, so two polls cannot deadlock.
+        let urls: Vec<&str> = stories
+            .iter()
+            .map(|p| p.story.canonical_url.as_str())
+            .collect();
+        let hashes: Vec<&str> = stories
+            .iter()
+            .map(|p| p.story.content_hash.as_str())
+            .collect();
+        if urls.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(k) FROM ( \
+               SELECT DISTINCT k FROM ( \
+                 SELECT hashtextextended(u, 0) AS k FROM unnest($1::text[]) AS u \
+                 UNION ALL SELECT hashtextextended(h, 1) FROM unnest($2::text[]) AS h) keys \
+               ORDER BY k) ordered",
+        )
+        .bind(&urls)
+        .bind(&hashes)
+        .execute(&mut *self)
+        .await?;
+        Ok(())
+    }
+
+    async fn story_by_canonical_url(
+        &mut self,
+        canonical_url: &str,
+    ) -> StoreResult<Option<StoredStory>> {
+        let row = sqlx::query(STORY_BY_CANONICAL_URL)
+            .bind(canonical_url)
+            .fetch_optional(&mut *self)
+            .await?;
+        row.map(|row| {
+            Ok(StoredStory {
+                id: row.try_get("id")?,
+                cluster: row.try_get("cluster")?,
+                content_hash: row.try_get("content_hash")?,
+                raw_hash: row.try_get("raw_hash")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn cluster_by_content_hash(&mut self, content_hash: &str) -> StoreResult<Option<i64>> {
+        Ok(sqlx::query_scalar(STORY_BY_CONTENT_HASH)
+            .bind(content_hash)
+            .fetch_optional(&mut *self)
+            .await?)
+    }
+
+    async fn near_dup_candidates(
+        &mut self,
+        band_keys: &[i64],
+        window_start: DateTime<Utc>,
+    ) -> StoreResult<Vec<Candidate>> {
+        // The newest NEAR_DUP_PER_BAND stories of each band key, the
+        // NEAR_DUP_MAX_CANDIDATES sharing most keys.
+        let rows = sqlx::query(NEAR_DUP_CANDIDATES)
+            .bind(band_keys)
+            .bind(window_start)
+            .bind(NEAR_DUP_PER_BAND)
+            .bind(NEAR_DUP_MAX_CANDIDATES)
+            .fetch_all(&mut *self)
+            .await?;
+        rows.iter()
+            .map(|c| {
+                Ok(Candidate {
+                    cluster: c.try_get("root")?,
+                    fingerprint: c.try_get("fingerprint")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_story(
+        &mut self,
+        story: &NewStory,
+        duplicate_of: Option<i64>,
+    ) -> StoreResult<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO stories (source_id, url, canonical_url, title, summary, body, author, \
+             published_at, fetched_at, updated_at, content_hash, raw_hash, duplicate_of, \
+             fingerprint) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13) \
+             ON CONFLICT (canonical_url) DO NOTHING RETURNING id",
+        )
+        .bind(story.source_id)
+        .bind(&story.url)
+        .bind(&story.canonical_url)
+        .bind(&story.title)
+        .bind(&story.summary)
+        .bind(&story.body)
+        .bind(&story.author)
+        .bind(story.published_at)
+        .bind(story.fetched_at)
+        .bind(&story.content_hash)
+        .bind(&story.raw_hash)
+        .bind(duplicate_of)
+        .bind(&story.fingerprint)
+        .fetch_optional(&mut *self)
+        .await?)
+    }
+
+    async fn update_story(&mut self, id: i64, story: &NewStory) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE stories SET url = $2, title = $3, summary = $4, body = $5, author = $6, \
+             published_at = COALESCE($7, published_at), updated_at = $8, content_hash = $9, \
+             raw_hash = $10, fingerprint = $11 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(&story.url)
+        .bind(&story.title)
+        .bind(&story.summary)
+        .bind(&story.body)
+        .bind(&story.author)
+        .bind(story.published_at)
+        .bind(story.fetched_at)
+        .bind(&story.content_hash)
+        .bind(&story.raw_hash)
+        .bind(&story.fingerprint)
+        .execute(&mut *self)
+        .await?;
+        Ok(())
+    }
+
+    async fn set_raw_hash(&mut self, id: i64, raw_hash: Option<&str>) -> StoreResult<()> {
+        sqlx::query("UPDATE stories SET raw_hash = $2 WHERE id = $1")
+            .bind(id)
+            .bind(raw_hash)
+            .execute(&mut *self)
+            .await?;
+        Ok(())
+    }
+
+    async fn put_bands(&mut self, id: i64, band_keys: &[i64], fresh: bool) -> StoreResult<()> {
+        if !fresh {
+            sqlx::query("DELETE FROM story_bands WHERE story_id = $1")
+                .bind(id)
+                .execute(&mut *self)
+                .await?;
+        }
+        if band_keys.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO story_bands (band_key, story_id) \
+             SELECT DISTINCT k, $2 FROM UNNEST($1::bigint[]) AS k ON CONFLICT DO NOTHING",
+        )
+        .bind(band_keys)
+        .bind(id)
+        .execute(&mut *self)
+        .await?;
+        Ok(())
+    }
+
+    async fn put_matches(
+        &mut self,
+        id: i64,
+        matches: &[TopicMatch],
+        now: DateTime<Utc>,
+        fresh: bool,
+    ) -> StoreResult<()> {
+        if !fresh {
+            sqlx::query("DELETE FROM matches WHERE story_id = $1")
+                .bind(id)
+                .execute(&mut *self)
+                .await?;
+        }
+        for m in matches {
+            sqlx::query(
+                "INSERT INTO matches (story_id, topic, score, terms, snippet, matched_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (story_id, topic) DO NOTHING",
+            )
+            .bind(id)
+            .bind(&m.topic)
+            .bind(m.score)
+            .bind(&m.terms)
+            .bind(&m.snippet)
+            .bind(now)
+            .execute(&mut *self)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn claim_alerts(
+        &mut self,
+        cluster: i64,
+        story_id: i64,
+        webhook: &str,
+        topics: &[&str],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO alerts (cluster_id, topic, webhook, story_id, alerted_at) \
+             SELECT $1, t, $3, $2, $5 FROM unnest($4::text[]) AS t \
+             ON CONFLICT (cluster_id, topic, webhook) DO NOTHING RETURNING topic",
+        )
+        .bind(cluster)
+        .bind(story_id)
+        .bind(webhook)
+        .bind(topics)
+        .bind(now)
+        .fetch_all(&mut *self)
+        .await?)
+    }
+
+    async fn insert_outbox(
+        &mut self,
+        event: &str,
+        event_key: &str,
+        story_id: Option<i64>,
+        source_id: Option<i64>,
+        entries: &[OutboxEntry],
+        now: DateTime<Utc>,
+    ) -> StoreResult<usize> {
+        let mut queued = 0;
+        for e in entries {
+            let done = sqlx::query(
+                "INSERT INTO deliveries (id, event, event_key, story_id, source_id, webhook, \
+                 payload, status, attempts, next_attempt_at, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $8) \
+                 ON CONFLICT (event_key, webhook) DO NOTHING",
+            )
+            .bind(Uuid::new_v4())
+            .bind(event)
+            .bind(event_key)
+            .bind(story_id)
+            .bind(source_id)
+            .bind(&e.webhook)
+            .bind(&e.payload)
+            .bind(now)
+            .execute(&mut *self)
+            .await?;
+            queued += done.rows_affected() as usize;
+        }
+        Ok(queued)
+    }
+
+    async fn announce_match(&mut self, story_id: i64) -> StoreResult<()> {
+        sqlx::query("SELECT pg_notify('feedwatch_matches', $1)")
+            .bind(story_id.to_string())
+            .execute(&mut *self)
+            .await?;
+        Ok(())
+    }
+
+    async fn page_failed(
+        &mut self,
+        source_id: i64,
+        page: &PageFailure,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO page_failures (source_id, url, attempts, last_error, last_tried_at) \
+             VALUES ($1, $2, 1, $3, $4) ON CONFLICT (source_id, url) DO UPDATE SET \
+             attempts = page_failures.attempts + 1, last_error = excluded.last_error, \
+             last_tried_at = excluded.last_tried_at",
+        )
+        .bind(source_id)
+        .bind(&page.url)
+        .bind(&page.error)
+        .bind(now)
+        .execute(&mut *self)
+        .await?;
+        Ok(())
+    }
+
+    async fn pages_done(&mut self, source_id: i64, urls: &[String]) -> StoreResult<()> {
+        sqlx::query("DELETE FROM page_failures WHERE source_id = $1 AND url = ANY($2)")
+            .bind(source_id)
+            .bind(urls)
+            .execute(&mut *self)
+            .await?;
+        Ok(())
+    }
+
+    async fn source_polled(
+        &mut self,
+        source_id: i64,
+        polled_at: DateTime<Utc>,
+        status: i32,
+        validators: Option<&StoredValidators>,
+        next_poll_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE sources SET last_polled_at = $2, last_status = $3, last_error = NULL, \
+             etag = CASE WHEN $4 THEN $5 ELSE etag END, \
+             last_modified = CASE WHEN $4 THEN $6 ELSE last_modified END, \
+             next_poll_at = $7, state = 'active', consecutive_failures = 0, \
+             failing_since = NULL, lease_owner = NULL, lease_until = NULL WHERE id = $1",
+        )
+        .bind(source_id)
+        .bind(polled_at)
+        .bind(status)
+        .bind(validators.is_some())
+        .bind(validators.and_then(|v| v.etag.as_deref()))
+        .bind(validators.and_then(|v| v.last_modified.as_deref()))
+        .bind(next_poll_at)
+        .execute(&mut *self)
+        .await?;
+        Ok(())
+    }
+
+    async fn source_failed(
+        &mut self,
+        source_id: i64,
+        polled_at: DateTime<Utc>,
+        status: Option<i32>,
+        error: &str,
+        state: SourceState,
+        since: DateTime<Utc>,
+        next_poll_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE sources SET last_polled_at = $2, last_status = $3, last_error = $4, \
+             next_poll_at = $5, state = $6, consecutive_failures = consecutive_failures + 1, \
+             failing_since = $7, lease_owner = NULL, lease_until = NULL WHERE id = $1",
+        )
+        .bind(source_id)
+        .bind(polled_at)
+        .bind(status)
+        .bind(error)
+        .bind(next_poll_at)
+        .bind(state.as_str())
+        .bind(since)
+        .execute(&mut *self)
+        .await?;
+        Ok(())
+    }
+
+    async fn source_deferred(
+        &mut self,
+        source_id: i64,
+        next_poll_at: DateTime<Utc>,
+        note: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE sources SET next_poll_at = $2, last_error = $3, \
+             lease_owner = NULL, lease_until = NULL WHERE id = $1",
+        )
+        .bind(source_id)
+        .bind(next_poll_at)
+        .bind(note)
+        .execute(&mut *self)
+        .await?;
+        Ok(())
     }
 }

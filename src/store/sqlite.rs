@@ -14,16 +14,18 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
+use super::verdict::{self, Candidate, PollTx, StoredStory, Streak};
 use super::{
-    AlertBuilder, Counts, Delivery, DeliveryInfo, DeliveryResult, NEAR_DUP_MAX_CANDIDATES,
-    NEAR_DUP_PER_BAND, NearDupCheck, NewStory, OutboxEntry, PollRecord, QueryPlan, SaveOutcome,
-    SourceRow, SourceSpec, SourceState, Store, StoreError, StoreResult, StreakChange, terms_json,
+    Counts, Delivery, DeliveryInfo, DeliveryResult, KnownStory, NEAR_DUP_MAX_CANDIDATES,
+    NEAR_DUP_PER_BAND, NearDupCheck, NewStory, OutboxEntry, OutboxPolicy, PageFailure, PollContext,
+    PollSave, PollWrite, PreparedStory, QueryPlan, SaveOutcome, SourceRow, SourceSpec, SourceState,
+    Store, StoreError, StoreResult, StoredValidators, terms_json,
 };
 use crate::topics::TopicMatch;
 
 /// The story with this canonical URL (`?1`): its identity.
-const STORY_BY_CANONICAL_URL: &str =
-    "SELECT id, content_hash FROM stories WHERE canonical_url = ?1";
+const STORY_BY_CANONICAL_URL: &str = "SELECT id, COALESCE(duplicate_of, id) AS cluster, \
+     content_hash, raw_hash FROM stories WHERE canonical_url = ?1";
 
 /// The first story with this content hash (`?1`), as the root of its duplicates.
 const STORY_BY_CONTENT_HASH: &str = "SELECT COALESCE(duplicate_of, id) FROM stories \
@@ -235,78 +237,6 @@ fn delivery_row(row: &SqliteRow) -> StoreResult<Delivery> {
     })
 }
 
-async fn insert_matches(
-    conn: &mut SqliteConnection,
-    story_id: i64,
-    matches: &[TopicMatch],
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
-    for m in matches {
-        sqlx::query(
-            "INSERT INTO matches (story_id, topic, score, terms, snippet, matched_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (story_id, topic) DO NOTHING",
-        )
-        .bind(story_id)
-        .bind(&m.topic)
-        .bind(m.score)
-        .bind(terms_json(&m.terms))
-        .bind(&m.snippet)
-        .bind(ts(now))
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
-}
-
-/// Indexes a story under its band keys: one statement for all of them, as a story has 50
-/// and each statement is a round trip to the connection's worker thread.
-async fn insert_bands(conn: &mut SqliteConnection, story_id: i64, keys: &[i64]) -> StoreResult<()> {
-    if keys.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT OR IGNORE INTO story_bands (band_key, story_id) \
-         SELECT value, ?2 FROM json_each(?1)",
-    )
-    .bind(json_array(keys))
-    .bind(story_id)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-async fn insert_outbox(
-    conn: &mut SqliteConnection,
-    event: &str,
-    event_key: &str,
-    story_id: Option<i64>,
-    source_id: Option<i64>,
-    entries: &[OutboxEntry],
-    now: DateTime<Utc>,
-) -> StoreResult<usize> {
-    let mut queued = 0;
-    for e in entries {
-        let done = sqlx::query(
-            "INSERT INTO deliveries (id, event, event_key, story_id, source_id, webhook, payload, \
-             status, attempts, next_attempt_at, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?8) \
-             ON CONFLICT (event_key, webhook) DO NOTHING",
-        )
-        .bind(Uuid::new_v4().hyphenated().to_string())
-        .bind(event)
-        .bind(event_key)
-        .bind(story_id)
-        .bind(source_id)
-        .bind(&e.webhook)
-        .bind(&e.payload)
-        .bind(ts(now))
-        .execute(&mut *conn)
-        .await?;
-        queued += done.rows_affected() as usize;
-    }
-    Ok(queued)
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
@@ -396,226 +326,116 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn finish_poll(&self, r: &PollRecord) -> StoreResult<StreakChange> {
+    async fn claim_every_source(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<Vec<SourceRow>> {
         immediate_tx!(self, |conn| {
-            let row = sqlx::query(
-                "SELECT consecutive_failures, failing_since FROM sources WHERE id = ?1",
-            )
-            .bind(r.source_id)
-            .fetch_one(&mut *conn)
+            let rows = sqlx::query(concat!(
+                "UPDATE sources SET lease_owner = ?1, lease_until = ?3 \
+                 WHERE state IN ('active', 'blocked') \
+                   AND (lease_until IS NULL OR lease_until <= ?2) \
+                 RETURNING ",
+                source_columns!()
+            ))
+            .bind(owner)
+            .bind(ts(now))
+            .bind(ts(lease_until))
+            .fetch_all(&mut *conn)
             .await?;
-            let before: i32 = row.try_get("consecutive_failures")?;
-            let since = opt_ts("sources.failing_since", row.try_get("failing_since")?)?;
-            if r.error.is_none() {
-                sqlx::query(
-                    "UPDATE sources SET last_polled_at = ?2, last_status = ?3, last_error = NULL, \
-                     etag = ?4, last_modified = ?5, next_poll_at = ?6, state = ?7, \
-                     consecutive_failures = 0, failing_since = NULL, \
-                     lease_owner = NULL, lease_until = NULL WHERE id = ?1",
-                )
-                .bind(r.source_id)
-                .bind(ts(r.polled_at))
-                .bind(r.status)
-                .bind(&r.etag)
-                .bind(&r.last_modified)
-                .bind(ts(r.next_poll_at))
-                .bind(r.state.as_str())
-                .execute(&mut *conn)
-                .await?;
-                Ok(StreakChange {
-                    before,
-                    after: 0,
-                    since,
-                })
-            } else {
-                let since = since.unwrap_or_else(|| super::to_micros(r.polled_at));
-                sqlx::query(
-                    "UPDATE sources SET last_polled_at = ?2, last_status = ?3, last_error = ?4, \
-                     next_poll_at = ?5, state = ?6, consecutive_failures = consecutive_failures + 1, \
-                     failing_since = ?7, lease_owner = NULL, lease_until = NULL WHERE id = ?1",
-                )
-                .bind(r.source_id)
-                .bind(ts(r.polled_at))
-                .bind(r.status)
-                .bind(&r.error)
-                .bind(ts(r.next_poll_at))
-                .bind(r.state.as_str())
-                .bind(ts(since))
-                .execute(&mut *conn)
-                .await?;
-                Ok(StreakChange {
-                    before,
-                    after: before + 1,
-                    since: Some(since),
-                })
-            }
+            rows.iter().map(source_row).collect()
         })
     }
 
-    async fn defer_poll(
+    async fn poll_context(
         &self,
         source_id: i64,
-        next_poll_at: DateTime<Utc>,
-        note: &str,
-    ) -> StoreResult<()> {
-        immediate_tx!(self, |conn| {
-            sqlx::query(
-                "UPDATE sources SET next_poll_at = ?2, last_error = ?3, \
-                 lease_owner = NULL, lease_until = NULL WHERE id = ?1",
+        canonical_urls: &[String],
+        urls: &[String],
+        pages: &[String],
+    ) -> StoreResult<PollContext> {
+        let mut conn = self.pool.acquire().await?;
+        let rows = sqlx::query(
+            "SELECT id, url, canonical_url, raw_hash FROM stories \
+             WHERE canonical_url IN (SELECT value FROM json_each(?1)) \
+             UNION SELECT id, url, canonical_url, raw_hash FROM stories \
+             WHERE url IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(json_strings(canonical_urls))
+        .bind(json_strings(urls))
+        .fetch_all(&mut *conn)
+        .await?;
+        let known = rows
+            .iter()
+            .map(|r| {
+                Ok(KnownStory {
+                    id: r.try_get("id")?,
+                    url: r.try_get("url")?,
+                    canonical_url: r.try_get("canonical_url")?,
+                    raw_hash: r.try_get("raw_hash")?,
+                })
+            })
+            .collect::<StoreResult<_>>()?;
+        let mut page_attempts = std::collections::HashMap::new();
+        if !pages.is_empty() {
+            let rows = sqlx::query(
+                "SELECT url, attempts FROM page_failures \
+                 WHERE source_id = ?1 AND url IN (SELECT value FROM json_each(?2))",
             )
             .bind(source_id)
-            .bind(ts(next_poll_at))
-            .bind(note)
-            .execute(&mut *conn)
+            .bind(json_strings(pages))
+            .fetch_all(&mut *conn)
             .await?;
-            Ok(())
+            for r in &rows {
+                page_attempts.insert(r.try_get("url")?, r.try_get("attempts")?);
+            }
+        }
+        Ok(PollContext {
+            known,
+            page_attempts,
         })
     }
 
-    async fn story_exists(&self, url: &str, canonical_url: &str) -> StoreResult<bool> {
-        let found: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM stories WHERE canonical_url = ?2 OR url = ?1 LIMIT 1",
+    async fn save_poll(
+        &self,
+        poll: &PollWrite,
+        near_dup: NearDupCheck<'_>,
+        outbox: &dyn OutboxPolicy,
+    ) -> StoreResult<PollSave> {
+        immediate_tx!(self, |conn| {
+            verdict::save_poll(conn, poll, near_dup, outbox).await
+        })
+    }
+
+    async fn release_source(
+        &self,
+        source_id: i64,
+        owner: &str,
+        next_poll_at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE sources SET lease_owner = NULL, lease_until = NULL, next_poll_at = ?3 \
+             WHERE id = ?1 AND lease_owner = ?2",
         )
-        .bind(url)
-        .bind(canonical_url)
-        .fetch_optional(&self.pool)
+        .bind(source_id)
+        .bind(owner)
+        .bind(ts(next_poll_at))
+        .execute(&self.pool)
         .await?;
-        Ok(found.is_some())
+        Ok(done.rows_affected() > 0)
     }
 
     async fn save_story(
         &self,
-        story: &NewStory,
-        matches: &[TopicMatch],
+        story: &PreparedStory,
         window_start: DateTime<Utc>,
         near_dup: NearDupCheck<'_>,
-        alerts: AlertBuilder<'_>,
+        outbox: &dyn OutboxPolicy,
     ) -> StoreResult<SaveOutcome> {
-        let now = story.fetched_at;
         immediate_tx!(self, |conn| {
-            // Identity: the canonical URL (unique).
-            let existing = sqlx::query(STORY_BY_CANONICAL_URL)
-                .bind(&story.canonical_url)
-                .fetch_optional(&mut *conn)
-                .await?;
-            if let Some(row) = existing {
-                let id: i64 = row.try_get("id")?;
-                let hash: String = row.try_get("content_hash")?;
-                if hash == story.content_hash {
-                    return Ok(SaveOutcome::Unchanged { id });
-                }
-                sqlx::query(
-                    "UPDATE stories SET url = ?2, title = ?3, summary = ?4, body = ?5, author = ?6, \
-                     published_at = COALESCE(?7, published_at), updated_at = ?8, content_hash = ?9, \
-                     simhash = ?10, fingerprint = ?11 WHERE id = ?1",
-                )
-                .bind(id)
-                .bind(&story.url)
-                .bind(&story.title)
-                .bind(&story.summary)
-                .bind(&story.body)
-                .bind(&story.author)
-                .bind(story.published_at.map(ts))
-                .bind(ts(now))
-                .bind(&story.content_hash)
-                .bind(story.simhash)
-                .bind(&story.fingerprint)
-                .execute(&mut *conn)
-                .await?;
-                sqlx::query("DELETE FROM story_bands WHERE story_id = ?1")
-                    .bind(id)
-                    .execute(&mut *conn)
-                    .await?;
-                insert_bands(conn, id, &story.band_keys).await?;
-                sqlx::query("DELETE FROM matches WHERE story_id = ?1")
-                    .bind(id)
-                    .execute(&mut *conn)
-                    .await?;
-                insert_matches(conn, id, matches, now).await?;
-                return Ok(SaveOutcome::Updated { id });
-            }
-
-            // Exact duplicate: the same normalised body under another URL.
-            let mut duplicate: Option<(i64, bool)> = sqlx::query_scalar(STORY_BY_CONTENT_HASH)
-                .bind(&story.content_hash)
-                .fetch_optional(&mut *conn)
-                .await?
-                .map(|id: i64| (id, false));
-
-            // Near duplicate: a recent story sharing a band key whose fingerprint is close.
-            if duplicate.is_none() && !story.band_keys.is_empty() {
-                // The newest NEAR_DUP_PER_BAND stories of each band key (a range on the
-                // (band_key, story_id) key), the NEAR_DUP_MAX_CANDIDATES sharing most keys.
-                let candidates = sqlx::query(NEAR_DUP_CANDIDATES)
-                    .bind(json_array(&story.band_keys))
-                    .bind(ts(window_start))
-                    .bind(NEAR_DUP_PER_BAND - 1)
-                    .bind(NEAR_DUP_MAX_CANDIDATES)
-                    .fetch_all(&mut *conn)
-                    .await?;
-                for c in &candidates {
-                    let fp: Vec<u8> = c.try_get("fingerprint")?;
-                    if near_dup(&fp) {
-                        duplicate = Some((c.try_get("root")?, true));
-                        break;
-                    }
-                }
-            }
-
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO stories (source_id, url, canonical_url, title, summary, body, author, \
-                 published_at, fetched_at, updated_at, content_hash, simhash, duplicate_of, fingerprint) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13) RETURNING id",
-            )
-            .bind(story.source_id)
-            .bind(&story.url)
-            .bind(&story.canonical_url)
-            .bind(&story.title)
-            .bind(&story.summary)
-            .bind(&story.body)
-            .bind(&story.author)
-            .bind(story.published_at.map(ts))
-            .bind(ts(now))
-            .bind(&story.content_hash)
-            .bind(story.simhash)
-            .bind(duplicate.map(|d| d.0))
-            .bind(&story.fingerprint)
-            .fetch_one(&mut *conn)
-            .await?;
-            insert_bands(conn, id, &story.band_keys).await?;
-            insert_matches(conn, id, matches, now).await?;
-            if let Some((of, near)) = duplicate {
-                return Ok(SaveOutcome::Duplicate { id, of, near });
-            }
-            let entries = if matches.is_empty() {
-                Vec::new()
-            } else {
-                alerts(id)
-            };
-            let deliveries = insert_outbox(
-                conn,
-                "story.matched",
-                &format!("story:{id}"),
-                Some(id),
-                None,
-                &entries,
-                now,
-            )
-            .await?;
-            Ok(SaveOutcome::New { id, deliveries })
-        })
-    }
-
-    async fn enqueue_source_event(
-        &self,
-        event: &str,
-        event_key: &str,
-        source_id: i64,
-        entries: &[OutboxEntry],
-        now: DateTime<Utc>,
-    ) -> StoreResult<usize> {
-        immediate_tx!(self, |conn| {
-            insert_outbox(conn, event, event_key, None, Some(source_id), entries, now).await
+            verdict::save_story(conn, story, window_start, near_dup, outbox).await
         })
     }
 
@@ -794,4 +614,361 @@ fn delivery_row_info(row: &SqliteRow) -> StoreResult<DeliveryInfo> {
         created_at: parse_ts("deliveries.created_at", row.try_get("created_at")?)?,
         delivered_at: opt_ts("deliveries.delivered_at", row.try_get("delivered_at")?)?,
     })
+}
+
+/// A JSON array of strings, as `json_each` reads it.
+fn json_strings(values: &[String]) -> String {
+    serde_json::to_string(values).unwrap_or_else(|_| "[]".into())
+}
+
+#[async_trait]
+impl PollTx for SqliteConnection {
+    async fn fence_source(&mut self, source_id: i64, owner: &str) -> StoreResult<Option<Streak>> {
+        let row = sqlx::query(
+            "SELECT consecutive_failures, failing_since FROM sources \
+             WHERE id = ?1 AND lease_owner = ?2",
+        )
+        .bind(source_id)
+        .bind(owner)
+        .fetch_optional(&mut *self)
+        .await?;
+        row.map(|row| {
+            Ok(Streak {
+                failures: row.try_get("consecutive_failures")?,
+                since: opt_ts("sources.failing_since", row.try_get("failing_since")?)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn lock_stories(&mut self, _stories: &[PreparedStory]) -> StoreResult<()> {
+        // `BEGIN IMMEDIATE` holds the database's one write lock already.
+        Ok(())
+    }
+
+    async fn story_by_canonical_url(
+        &mut self,
+        canonical_url: &str,
+    ) -> StoreResult<Option<StoredStory>> {
+        let row = sqlx::query(STORY_BY_CANONICAL_URL)
+            .bind(canonical_url)
+            .fetch_optional(&mut *self)
+            .await?;
+        row.map(|row| {
+            Ok(StoredStory {
+                id: row.try_get("id")?,
+                cluster: row.try_get("cluster")?,
+                content_hash: row.try_get("content_hash")?,
+                raw_hash: row.try_get("raw_hash")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn cluster_by_content_hash(&mut self, content_hash: &str) -> StoreResult<Option<i64>> {
+        Ok(sqlx::query_scalar(STORY_BY_CONTENT_HASH)
+            .bind(content_hash)
+            .fetch_optional(&mut *self)
+            .await?)
+    }
+
+    async fn near_dup_candidates(
+        &mut self,
+        band_keys: &[i64],
+        window_start: DateTime<Utc>,
+    ) -> StoreResult<Vec<Candidate>> {
+        // The newest NEAR_DUP_PER_BAND stories of each band key (a range on the
+        // (band_key, story_id) key), the NEAR_DUP_MAX_CANDIDATES sharing most keys.
+        let rows = sqlx::query(NEAR_DUP_CANDIDATES)
+            .bind(json_array(band_keys))
+            .bind(ts(window_start))
+            .bind(NEAR_DUP_PER_BAND - 1)
+            .bind(NEAR_DUP_MAX_CANDIDATES)
+            .fetch_all(&mut *self)
+            .await?;
+        rows.iter()
+            .map(|c| {
+                Ok(Candidate {
+                    cluster: c.try_get("root")?,
+                    fingerprint: c.try_get("fingerprint")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_story(
+        &mut self,
+        story: &NewStory,
+        duplicate_of: Option<i64>,
+    ) -> StoreResult<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO stories (source_id, url, canonical_url, title, summary, body, author, \
+             published_at, fetched_at, updated_at, content_hash, raw_hash, duplicate_of, \
+             fingerprint) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13) \
+             ON CONFLICT (canonical_url) DO NOTHING RETURNING id",
+        )
+        .bind(story.source_id)
+        .bind(&story.url)
+        .bind(&story.canonical_url)
+        .bind(&story.title)
+        .bind(&story.summary)
+        .bind(&story.body)
+        .bind(&story.author)
+        .bind(story.published_at.map(ts))
+        .bind(ts(story.fetched_at))
+        .bind(&story.content_hash)
+        .bind(&story.raw_hash)
+        .bind(duplicate_of)
+        .bind(&story.fingerprint)
+        .fetch_optional(&mut *self)
+        .await?)
+    }
+
+    async fn update_story(&mut self, id: i64, story: &NewStory) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE stories SET url = ?2, title = ?3, summary = ?4, body = ?5, author = ?6, \
+             published_at = COALESCE(?7, published_at), updated_at = ?8, content_hash = ?9, \
+             raw_hash = ?10, fingerprint = ?11 WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(&story.url)
+        .bind(&story.title)
+        .bind(&story.summary)
+        .bind(&story.body)
+        .bind(&story.author)
+        .bind(story.published_at.map(ts))
+        .bind(ts(story.fetched_at))
+        .bind(&story.content_hash)
+        .bind(&story.raw_hash)
+        .bind(&story.fingerprint)
+        .execute(&mut *self)
+        .await?;
+        Ok(())
+    }
+
+    async fn set_raw_hash(&mut self, id: i64, raw_hash: Option<&str>) -> StoreResult<()> {
+        sqlx::query("UPDATE stories SET raw_hash = ?2 WHERE id = ?1")
+            .bind(id)
+            .bind(raw_hash)
+            .execute(&mut *self)
+            .await?;
+        Ok(())
+    }
+
+    async fn put_bands(&mut self, id: i64, band_keys: &[i64], fresh: bool) -> StoreResult<()> {
+        if !fresh {
+            sqlx::query("DELETE FROM story_bands WHERE story_id = ?1")
+                .bind(id)
+                .execute(&mut *self)
+                .await?;
+        }
+        if band_keys.is_empty() {
+            return Ok(());
+        }
+        // One statement for all of a story's keys: each statement is a round trip to
+        // the connection's worker thread.
+        sqlx::query(
+            "INSERT OR IGNORE INTO story_bands (band_key, story_id) \
+             SELECT value, ?2 FROM json_each(?1)",
+        )
+        .bind(json_array(band_keys))
+        .bind(id)
+        .execute(&mut *self)
+        .await?;
+        Ok(())
+    }
+
+    async fn put_matches(
+        &mut self,
+        id: i64,
+        matches: &[TopicMatch],
+        now: DateTime<Utc>,
+        fresh: bool,
+    ) -> StoreResult<()> {
+        if !fresh {
+            sqlx::query("DELETE FROM matches WHERE story_id = ?1")
+                .bind(id)
+                .execute(&mut *self)
+                .await?;
+        }
+        for m in matches {
+            sqlx::query(
+                "INSERT INTO matches (story_id, topic, score, terms, snippet, matched_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (story_id, topic) DO NOTHING",
+            )
+            .bind(id)
+            .bind(&m.topic)
+            .bind(m.score)
+            .bind(terms_json(&m.terms))
+            .bind(&m.snippet)
+            .bind(ts(now))
+            .execute(&mut *self)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn claim_alerts(
+        &mut self,
+        cluster: i64,
+        story_id: i64,
+        webhook: &str,
+        topics: &[&str],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO alerts (cluster_id, topic, webhook, story_id, alerted_at) \
+             SELECT ?1, value, ?3, ?2, ?5 FROM json_each(?4) WHERE true \
+             ON CONFLICT (cluster_id, topic, webhook) DO NOTHING RETURNING topic",
+        )
+        .bind(cluster)
+        .bind(story_id)
+        .bind(webhook)
+        .bind(serde_json::to_string(topics).unwrap_or_else(|_| "[]".into()))
+        .bind(ts(now))
+        .fetch_all(&mut *self)
+        .await?)
+    }
+
+    async fn insert_outbox(
+        &mut self,
+        event: &str,
+        event_key: &str,
+        story_id: Option<i64>,
+        source_id: Option<i64>,
+        entries: &[OutboxEntry],
+        now: DateTime<Utc>,
+    ) -> StoreResult<usize> {
+        let mut queued = 0;
+        for e in entries {
+            let done = sqlx::query(
+                "INSERT INTO deliveries (id, event, event_key, story_id, source_id, webhook, \
+                 payload, status, attempts, next_attempt_at, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?8) \
+                 ON CONFLICT (event_key, webhook) DO NOTHING",
+            )
+            .bind(Uuid::new_v4().hyphenated().to_string())
+            .bind(event)
+            .bind(event_key)
+            .bind(story_id)
+            .bind(source_id)
+            .bind(&e.webhook)
+            .bind(&e.payload)
+            .bind(ts(now))
+            .execute(&mut *self)
+            .await?;
+            queued += done.rows_affected() as usize;
+        }
+        Ok(queued)
+    }
+
+    async fn announce_match(&mut self, _story_id: i64) -> StoreResult<()> {
+        // One process owns a SQLite file: the notifier is woken in memory.
+        Ok(())
+    }
+
+    async fn page_failed(
+        &mut self,
+        source_id: i64,
+        page: &PageFailure,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO page_failures (source_id, url, attempts, last_error, last_tried_at) \
+             VALUES (?1, ?2, 1, ?3, ?4) ON CONFLICT (source_id, url) DO UPDATE SET \
+             attempts = attempts + 1, last_error = excluded.last_error, \
+             last_tried_at = excluded.last_tried_at",
+        )
+        .bind(source_id)
+        .bind(&page.url)
+        .bind(&page.error)
+        .bind(ts(now))
+        .execute(&mut *self)
+        .await?;
+        Ok(())
+    }
+
+    async fn pages_done(&mut self, source_id: i64, urls: &[String]) -> StoreResult<()> {
+        sqlx::query(
+            "DELETE FROM page_failures WHERE source_id = ?1 \
+             AND url IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(source_id)
+        .bind(json_strings(urls))
+        .execute(&mut *self)
+        .await?;
+        Ok(())
+    }
+
+    async fn source_polled(
+        &mut self,
+        source_id: i64,
+        polled_at: DateTime<Utc>,
+        status: i32,
+        validators: Option<&StoredValidators>,
+        next_poll_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE sources SET last_polled_at = ?2, last_status = ?3, last_error = NULL, \
+             etag = CASE WHEN ?4 THEN ?5 ELSE etag END, \
+             last_modified = CASE WHEN ?4 THEN ?6 ELSE last_modified END, \
+             next_poll_at = ?7, state = 'active', consecutive_failures = 0, \
+             failing_since = NULL, lease_owner = NULL, lease_until = NULL WHERE id = ?1",
+        )
+        .bind(source_id)
+        .bind(ts(polled_at))
+        .bind(status)
+        .bind(validators.is_some())
+        .bind(validators.and_then(|v| v.etag.as_deref()))
+        .bind(validators.and_then(|v| v.last_modified.as_deref()))
+        .bind(ts(next_poll_at))
+        .execute(&mut *self)
+        .await?;
+        Ok(())
+    }
+
+    async fn source_failed(
+        &mut self,
+        source_id: i64,
+        polled_at: DateTime<Utc>,
+        status: Option<i32>,
+        error: &str,
+        state: SourceState,
+        since: DateTime<Utc>,
+        next_poll_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE sources SET last_polled_at = ?2, last_status = ?3, last_error = ?4, \
+             next_poll_at = ?5, state = ?6, consecutive_failures = consecutive_failures + 1, \
+             failing_since = ?7, lease_owner = NULL, lease_until = NULL WHERE id = ?1",
+        )
+        .bind(source_id)
+        .bind(ts(polled_at))
+        .bind(status)
+        .bind(error)
+        .bind(ts(next_poll_at))
+        .bind(state.as_str())
+        .bind(ts(since))
+        .execute(&mut *self)
+        .await?;
+        Ok(())
+    }
+
+    async fn source_deferred(
+        &mut self,
+        source_id: i64,
+        next_poll_at: DateTime<Utc>,
+        note: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE sources SET next_poll_at = ?2, last_error = ?3, \
+             lease_owner = NULL, lease_until = NULL WHERE id = ?1",
+        )
+        .bind(source_id)
+        .bind(ts(next_poll_at))
+        .bind(note)
+        .execute(&mut *self)
+        .await?;
+        Ok(())
+    }
 }

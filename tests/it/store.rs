@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use feedwatch::store::{
-    self, NewStory, OutboxEntry, PollRecord, SaveOutcome, SourceSpec, SourceState, Store,
+    self, AlertTarget, NewStory, OutboxPolicy, PollOutcome, PollSave, PollWrite, PreparedStory,
+    SaveOutcome, SourceEvent, SourceSpec, SourceState, Store, StreakChange,
 };
 use feedwatch::topics::TopicMatch;
 
@@ -40,7 +41,8 @@ fn story(source_id: i64, url: &str, body: &str) -> NewStory {
         published_at: Some(Utc::now()),
         fetched_at: Utc::now(),
         content_hash: blake3::hash(body.as_bytes()).to_hex().to_string(),
-        simhash: None,
+        raw_hash: None,
+        source_name: "hkfp".into(),
         fingerprint: None,
         band_keys: Vec::new(),
     }
@@ -55,17 +57,42 @@ fn tariff_match() -> Vec<TopicMatch> {
     }]
 }
 
-fn one_alert(id: i64) -> Vec<OutboxEntry> {
-    vec![OutboxEntry {
-        webhook: "w".into(),
-        payload: format!("{{\"story\":{id}}}"),
-    }]
+/// One webhook, `w`, that takes every topic; source events go nowhere.
+struct OneWebhook;
+
+impl OutboxPolicy for OneWebhook {
+    fn story_targets(&self, _: &NewStory, matches: &[TopicMatch]) -> Vec<AlertTarget> {
+        vec![AlertTarget {
+            webhook: "w".into(),
+            topics: (0..matches.len()).collect(),
+        }]
+    }
+
+    fn story_payload(&self, _: &str, id: i64, _: &NewStory, _: &[&TopicMatch]) -> String {
+        format!("{{\"story\":{id}}}")
+    }
+
+    fn source_event(&self, _: i64, _: &StreakChange, _: Option<&str>) -> Option<SourceEvent> {
+        None
+    }
+}
+
+fn prepared(s: &NewStory, m: &[TopicMatch]) -> PreparedStory {
+    PreparedStory {
+        story: s.clone(),
+        matches: m.to_vec(),
+    }
 }
 
 async fn save(store: &dyn Store, s: &NewStory, m: &[TopicMatch]) -> SaveOutcome {
-    let never = |_: &[u8]| false;
+    let never = |_: &[u8], _: &[u8]| false;
     store
-        .save_story(s, m, Utc::now() - Duration::days(7), &never, &one_alert)
+        .save_story(
+            &prepared(s, m),
+            Utc::now() - Duration::days(7),
+            &never,
+            &OneWebhook,
+        )
         .await
         .unwrap()
 }
@@ -92,7 +119,8 @@ async fn a_story_is_new_once_then_unchanged_updated_or_duplicate(backend: Backen
     );
     assert_eq!(
         save(store.as_ref(), &edited, &tariff_match()).await,
-        SaveOutcome::Updated { id }
+        SaveOutcome::Updated { id, deliveries: 0 },
+        "an update matching only what its story was alerted of sends nothing"
     );
 
     let copy = story(
@@ -203,35 +231,67 @@ async fn a_failure_streak_is_counted_and_reset(backend: Backend) {
         return;
     };
     let (store, src) = open(&db).await;
-    let fail = |at| PollRecord {
+    let poll = |at, outcome| PollWrite {
         source_id: src,
+        lease_owner: "me/1".into(),
         polled_at: at,
-        status: Some(503),
-        error: Some("HTTP 503".into()),
-        etag: None,
-        last_modified: None,
-        next_poll_at: at,
-        state: SourceState::Active,
+        outcome,
+        stories: Vec::new(),
+        page_failures: Vec::new(),
+        pages_done: Vec::new(),
+        window_start: at - Duration::days(7),
+    };
+    let fail = |at| {
+        poll(
+            at,
+            PollOutcome::Failed {
+                status: Some(503),
+                error: "HTTP 503".into(),
+                state: SourceState::Active,
+                next_poll_at: at,
+            },
+        )
+    };
+    let never = |_: &[u8], _: &[u8]| false;
+    let write = |p: PollWrite| {
+        let store = store.clone();
+        async move {
+            let now = Utc::now() - Duration::days(1);
+            assert_eq!(
+                store
+                    .claim_every_source("me/1", now, now + Duration::minutes(5))
+                    .await
+                    .unwrap()
+                    .len(),
+                1
+            );
+            match store.save_poll(&p, &never, &OneWebhook).await.unwrap() {
+                PollSave::Saved { streak, .. } => streak.unwrap(),
+                PollSave::LeaseLost => panic!("lease lost"),
+            }
+        }
     };
     let t0 = Utc::now();
-    let c1 = store.finish_poll(&fail(t0)).await.unwrap();
-    let c2 = store
-        .finish_poll(&fail(t0 + Duration::minutes(1)))
-        .await
-        .unwrap();
+    let c1 = write(fail(t0)).await;
+    let c2 = write(fail(t0 + Duration::minutes(1))).await;
     assert_eq!((c1.before, c1.after, c2.after), (0, 1, 2));
     assert_eq!(
         c1.since.map(|t| t.timestamp_micros()),
         Some(t0.timestamp_micros())
     );
     assert_eq!(c2.since, c1.since, "the streak keeps its start");
-    let ok = PollRecord {
-        status: Some(200),
-        error: None,
-        etag: Some("\"v1\"".into()),
-        ..fail(t0 + Duration::minutes(2))
-    };
-    let c3 = store.finish_poll(&ok).await.unwrap();
+    let ok = poll(
+        t0 + Duration::minutes(2),
+        PollOutcome::Fetched {
+            status: 200,
+            validators: Some(store::StoredValidators {
+                etag: Some("\"v1\"".into()),
+                last_modified: None,
+            }),
+            next_poll_at: t0,
+        },
+    );
+    let c3 = write(ok).await;
     assert_eq!((c3.before, c3.after), (2, 0));
     let rows = store
         .sync_sources(&[SourceSpec {
@@ -275,7 +335,7 @@ fn keyed(source_id: i64, url: &str, band_keys: &[i64], fingerprint: &str) -> New
 /// returns the outcome and the fingerprints the check was shown, in order.
 async fn save_near(store: &dyn Store, s: &NewStory, accept: &str) -> (SaveOutcome, Vec<String>) {
     let shown = std::sync::Mutex::new(Vec::new());
-    let check = |fp: &[u8]| {
+    let check = |_: &[u8], fp: &[u8]| {
         shown
             .lock()
             .unwrap()
@@ -283,7 +343,12 @@ async fn save_near(store: &dyn Store, s: &NewStory, accept: &str) -> (SaveOutcom
         fp == accept.as_bytes()
     };
     let outcome = store
-        .save_story(s, &[], Utc::now() - Duration::days(7), &check, &one_alert)
+        .save_story(
+            &prepared(s, &[]),
+            Utc::now() - Duration::days(7),
+            &check,
+            &OneWebhook,
+        )
         .await
         .unwrap();
     (outcome, shown.into_inner().unwrap())
@@ -338,7 +403,7 @@ async fn near_duplicates_are_found_through_shared_band_keys_inside_the_window(ba
     revised.content_hash = "revised".into();
     assert_eq!(
         save_near(store, &revised, "").await.0,
-        SaveOutcome::Updated { id }
+        SaveOutcome::Updated { id, deliveries: 0 }
     );
     let (outcome, shown) = save_near(
         store,
@@ -398,7 +463,7 @@ async fn sqlite_finds_candidates_by_band_key_and_story_id_never_by_scanning() {
         "{near}"
     );
     assert!(
-        plan("story_by_content_hash").contains("USING INDEX stories_content_hash_idx"),
+        plan("story_by_content_hash").contains("stories_content_hash_id_idx"),
         "{plans:#?}"
     );
     store.close().await;

@@ -1,0 +1,240 @@
+//! The pipeline proper: claimed sources in, stored stories and outbox rows out
+//! (DESIGN §1). A poll is the unit of work. Each claimed source is polled by a
+//! task of its own, which fetches, parses, skips what the store already holds
+//! unchanged (the cheap check), fetches article pages, and prepares the rest
+//! (normalise, key, fingerprint, match) on the blocking pool; it yields one
+//! [`Polled`] result. The writer stage stores each result in one transaction,
+//! fenced by the poll's lease. A bounded channel between the two lets a slow
+//! store back-pressure the polls.
+//!
+//! One file per role: [`plan`] (a source's compiled selectors and host rule),
+//! [`feed`] and [`listing`] (polling each kind of source), [`page`] (article
+//! pages), [`prepare`] (the cheap check and story preparation), [`outbox`]
+//! (which webhooks want what, and the frozen bodies), [`record`] (the writer).
+
+mod feed;
+mod listing;
+mod outbox;
+mod page;
+mod plan;
+mod prepare;
+mod record;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{Instrument, error, info_span};
+
+use crate::config::{Config, SourceKind};
+use crate::fetch::{FetchError, Fetcher, Validators};
+use crate::store::{PageFailure, PreparedStory, SourceRow, Store};
+use crate::topics::TopicSet;
+
+pub use outbox::ConfigOutbox;
+pub use plan::SourcePlan;
+
+/// Bound of the channel from the polls to the writer, in polls.
+const CHANNEL_BOUND: usize = 64;
+
+/// Everything the stages share. Cheap to clone.
+#[derive(Clone)]
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub fetcher: Arc<Fetcher>,
+    /// The compiled topics; SIGHUP may put a new set here, which the next poll prepared uses.
+    pub topics: watch::Receiver<Arc<TopicSet>>,
+    /// Poked when the store queues a delivery, so the notifier wakes at once.
+    pub outbox_wake: Arc<Notify>,
+    /// Poked when a poll is recorded, so the scheduler recomputes its next wake-up.
+    pub schedule_wake: Arc<Notify>,
+    /// Bounds the CPU-heavy preparation running at once to the machine's cores.
+    pub prepare_permits: Arc<Semaphore>,
+}
+
+impl Shared {
+    /// A semaphore with one permit per core, for [`Shared::prepare_permits`].
+    pub fn prepare_permits() -> Arc<Semaphore> {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        Arc::new(Semaphore::new(cores))
+    }
+}
+
+/// A source claimed for one poll.
+#[derive(Clone)]
+pub struct PollJob {
+    pub row: SourceRow,
+    pub plan: Arc<SourcePlan>,
+    /// The lease the source was claimed under; the poll's write is fenced by it.
+    pub lease_owner: Arc<str>,
+}
+
+/// What a pipeline run did, for `once` and logs.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    pub polls_ok: AtomicUsize,
+    pub polls_failed: AtomicUsize,
+    pub stories_new: AtomicUsize,
+    pub stories_updated: AtomicUsize,
+    pub stories_duplicate: AtomicUsize,
+    pub stories_unchanged: AtomicUsize,
+    pub deliveries_queued: AtomicUsize,
+}
+
+/// Everything one poll produced, for the writer.
+pub(crate) struct Polled {
+    job: PollJob,
+    polled_at: DateTime<Utc>,
+    result: Result<Fetched, PollFailure>,
+    stories: Vec<PreparedStory>,
+    /// Entries skipped by the cheap check (held unchanged).
+    unchanged: usize,
+    page_failures: Vec<PageFailure>,
+    pages_done: Vec<String>,
+}
+
+impl Polled {
+    fn new(job: PollJob, polled_at: DateTime<Utc>) -> Polled {
+        Polled {
+            job,
+            polled_at,
+            result: Err(PollFailure::new(None, "not polled")),
+            stories: Vec::new(),
+            unchanged: 0,
+            page_failures: Vec::new(),
+            pages_done: Vec::new(),
+        }
+    }
+}
+
+/// A poll that got an answer.
+#[derive(Debug, Clone)]
+struct Fetched {
+    status: i32,
+    validators: Validators,
+    /// Every link and page of the answer was handled: only then do the validators
+    /// advance, so that what is left is fetched again rather than hidden behind a 304.
+    complete: bool,
+}
+
+impl Fetched {
+    fn not_modified(validators: Validators) -> Fetched {
+        Fetched {
+            status: 304,
+            validators,
+            complete: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct PollFailure {
+    status: Option<i32>,
+    message: String,
+    retry_after: Option<Duration>,
+    /// No request was made: the host asked every client to wait until then (another
+    /// source's 429 or 503). Not a failure of this source.
+    deferred_until: Option<DateTime<Utc>>,
+}
+
+impl PollFailure {
+    /// A failure of the source's own poll, with no Retry-After.
+    fn new(status: Option<i32>, message: impl Into<String>) -> PollFailure {
+        PollFailure {
+            status,
+            message: message.into(),
+            retry_after: None,
+            deferred_until: None,
+        }
+    }
+
+    fn from_fetch(e: FetchError) -> PollFailure {
+        PollFailure {
+            status: e.status().map(i32::from),
+            retry_after: e.retry_after(),
+            message: e.to_string(),
+            deferred_until: match e {
+                FetchError::HostPaused { until, .. } => Some(until),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// The validators stored on a job's source, for a conditional GET.
+fn stored_validators(row: &SourceRow) -> Validators {
+    Validators {
+        etag: row.etag.clone(),
+        last_modified: row.last_modified.clone(),
+    }
+}
+
+/// Runs the polls received on `jobs` and stores each one's result, until that
+/// channel closes and every poll in flight is stored (or, after retries, left
+/// for the next poll).
+pub async fn run(shared: Shared, mut jobs: mpsc::Receiver<PollJob>, stats: Arc<PipelineStats>) {
+    let (polled_tx, polled_rx) = mpsc::channel::<Polled>(CHANNEL_BOUND);
+    let poll_shared = shared.clone();
+    let poller = tokio::spawn(async move {
+        let mut polls = JoinSet::new();
+        while let Some(job) = jobs.recv().await {
+            // Bound the number of polls in flight; the fetcher bounds requests.
+            while polls.len() >= poll_shared.config.http.global_concurrency {
+                polls.join_next().await;
+            }
+            let span = info_span!("poll", source = %job.plan.spec.name(), url = %job.row.url);
+            let (shared, out) = (poll_shared.clone(), polled_tx.clone());
+            polls.spawn(
+                async move {
+                    let polled = poll_guarded(shared, job).await;
+                    let _ = out.send(polled).await;
+                }
+                .instrument(span),
+            );
+        }
+        while polls.join_next().await.is_some() {}
+    });
+    record::run(shared, polled_rx, stats).await;
+    // The writer ends when its input closes, i.e. after the polls.
+    if let Err(e) = poller.await {
+        error!(error = %e, "poll stage failed");
+    }
+}
+
+/// Polls one source. A poll that panics is still a poll: it is recorded as failed
+/// (and counts toward `source.failing`) rather than lost with its task.
+async fn poll_guarded(shared: Shared, job: PollJob) -> Polled {
+    let polled_at = Utc::now();
+    let inner = tokio::spawn(poll_source(shared, job.clone(), polled_at));
+    match inner.await {
+        Ok(polled) => polled,
+        Err(e) => {
+            let reason = match e.try_into_panic() {
+                Ok(panic) => panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".into()),
+                Err(e) => e.to_string(),
+            };
+            error!(source = %job.plan.spec.name(), reason = %reason, "internal error while polling");
+            let mut polled = Polled::new(job, polled_at);
+            polled.result = Err(PollFailure::new(
+                None,
+                format!("internal error while polling: {reason}"),
+            ));
+            polled
+        }
+    }
+}
+
+async fn poll_source(shared: Shared, job: PollJob, polled_at: DateTime<Utc>) -> Polled {
+    match job.plan.spec.kind {
+        SourceKind::Feed => feed::poll(&shared, job, polled_at).await,
+        SourceKind::Html => listing::poll(&shared, job, polled_at).await,
+    }
+}

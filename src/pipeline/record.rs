@@ -1,0 +1,238 @@
+//! The writer: the pipeline's last stage. Each poll's result becomes one
+//! [`PollWrite`] — the source's schedule, validators and health worked out here
+//! (backoff, `Retry-After`, a host-wide pause) — stored by the store in one
+//! transaction fenced by the poll's lease. A write that fails is retried; one
+//! that still fails leaves everything as it was, releases the lease, and the
+//! source's next poll does the whole poll again.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use backon::Retryable;
+use chrono::Utc;
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use super::outbox::ConfigOutbox;
+use super::{PipelineStats, PollFailure, PollJob, Polled, Shared};
+use crate::dedup::Fingerprint;
+use crate::fetch::policy::{jittered, source_retry_delay};
+use crate::store::{
+    PollOutcome, PollSave, PollWrite, PreparedStory, SaveOutcome, SourceState, StoreError,
+    StoredValidators,
+};
+
+/// Stores each poll received until the channel closes.
+pub(super) async fn run(
+    shared: Shared,
+    mut input: mpsc::Receiver<Polled>,
+    stats: Arc<PipelineStats>,
+) {
+    while let Some(polled) = input.recv().await {
+        record(&shared, &stats, polled).await;
+    }
+}
+
+/// How a poll's write is retried before it is given up: the database may be
+/// restarting or briefly unreachable, which must not cost a story or an alert.
+fn store_retry() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(5))
+        .with_max_times(4)
+        .with_jitter()
+}
+
+/// Whether two stored fingerprints are near duplicates of each other.
+fn near_duplicates(mine: &[u8], theirs: &[u8]) -> bool {
+    match (
+        Fingerprint::from_bytes(mine),
+        Fingerprint::from_bytes(theirs),
+    ) {
+        (Ok(mine), Ok(theirs)) => mine.is_near_duplicate(&theirs),
+        _ => false,
+    }
+}
+
+async fn record(shared: &Shared, stats: &PipelineStats, polled: Polled) {
+    let name = polled.job.plan.spec.name().to_string();
+    let unchanged = polled.unchanged;
+    let (write, job) = poll_write(shared, polled);
+    let outbox = ConfigOutbox::new(&shared.config, &job.row, Utc::now());
+    let saved = (|| shared.store.save_poll(&write, &near_duplicates, &outbox))
+        .retry(store_retry())
+        .notify(|e: &StoreError, wait| {
+            warn!(source = %name, error = %e, ?wait, "cannot store the poll; retrying");
+        })
+        .await;
+    shared.schedule_wake.notify_one();
+    let (stories, source_events) = match saved {
+        Ok(PollSave::Saved {
+            stories,
+            source_events,
+            ..
+        }) => (stories, source_events),
+        Ok(PollSave::LeaseLost) => {
+            warn!(source = %name, "the source's lease was taken over while it was polled; nothing of this poll was written");
+            return;
+        }
+        Err(e) => {
+            error!(source = %name, error = %e, "poll not stored; nothing of it was written, and the next poll does it again");
+            stats.polls_failed.fetch_add(1, Ordering::Relaxed);
+            let interval = shared.config.interval_of(&job.plan.spec);
+            let retry = Utc::now() + to_chrono(jittered(interval.min(Duration::from_secs(60))));
+            if let Err(e) = shared
+                .store
+                .release_source(job.row.id, &job.lease_owner, retry)
+                .await
+            {
+                warn!(source = %name, error = %e, "cannot release the source; it is polled again when its lease ends");
+            }
+            return;
+        }
+    };
+    // Counted once committed: a retried write must not count anything twice.
+    let outcome = match &write.outcome {
+        PollOutcome::Fetched { .. } => "ok",
+        PollOutcome::Failed { .. } => "failed",
+        PollOutcome::Deferred { .. } => "deferred",
+    };
+    match outcome {
+        "ok" => stats.polls_ok.fetch_add(1, Ordering::Relaxed),
+        _ => stats.polls_failed.fetch_add(1, Ordering::Relaxed),
+    };
+    metrics::counter!("feedwatch_polls_total", "source" => name.clone(), "outcome" => outcome)
+        .increment(1);
+    stats
+        .stories_unchanged
+        .fetch_add(unchanged, Ordering::Relaxed);
+    let mut deliveries = source_events;
+    for (prepared, outcome) in write.stories.iter().zip(&stories) {
+        deliveries += outcome.deliveries();
+        count_story(stats, prepared, *outcome);
+    }
+    if deliveries > 0 {
+        stats
+            .deliveries_queued
+            .fetch_add(deliveries, Ordering::Relaxed);
+        shared.outbox_wake.notify_one();
+    }
+}
+
+/// The store's view of a poll: its outcome on the source (schedule, validators,
+/// health) and what it produced.
+fn poll_write(shared: &Shared, polled: Polled) -> (PollWrite, PollJob) {
+    let config = &shared.config;
+    let job = &polled.job;
+    let interval = config.interval_of(&job.plan.spec);
+    let now = Utc::now();
+    let outcome = match &polled.result {
+        Err(PollFailure {
+            deferred_until: Some(until),
+            message,
+            ..
+        }) => {
+            // Another source's 429/503 paused the host before this one's request went
+            // out: nothing was asked of the server, so the streak, validators and
+            // health events are untouched; the source is polled once the pause ends
+            // (spread a little, so the host's sources do not all return at once).
+            let at = (*until).max(now) + to_chrono(jittered(Duration::from_secs(5)));
+            info!(source = %job.plan.spec.name(), until = %at, "host paused; poll deferred");
+            PollOutcome::Deferred {
+                next_poll_at: at,
+                note: format!("not polled: {message}"),
+            }
+        }
+        Ok(fetched) => PollOutcome::Fetched {
+            status: fetched.status,
+            validators: fetched.complete.then(|| StoredValidators {
+                etag: fetched.validators.etag.clone(),
+                last_modified: fetched.validators.last_modified.clone(),
+            }),
+            next_poll_at: now + to_chrono(jittered(interval)),
+        },
+        Err(fail) => {
+            let failures = u32::try_from(job.row.consecutive_failures).unwrap_or(0) + 1;
+            let state = match fail.status {
+                Some(403) => SourceState::Blocked,
+                Some(410) => SourceState::Gone,
+                _ => SourceState::Active,
+            };
+            if state == SourceState::Gone {
+                error!(source = %job.plan.spec.name(), "the server says the feed is gone (HTTP 410); source disabled until its URL changes");
+            } else {
+                warn!(source = %job.plan.spec.name(), error = %fail.message, failures, "poll failed");
+            }
+            let wait = source_retry_delay(
+                failures,
+                interval,
+                config.http.backoff_max,
+                fail.retry_after,
+            );
+            PollOutcome::Failed {
+                status: fail.status,
+                error: fail.message.clone(),
+                state,
+                next_poll_at: now + to_chrono(wait),
+            }
+        }
+    };
+    let window =
+        chrono::Duration::from_std(config.dedup.window).unwrap_or(chrono::Duration::days(7));
+    let write = PollWrite {
+        source_id: polled.job.row.id,
+        lease_owner: polled.job.lease_owner.to_string(),
+        polled_at: polled.polled_at,
+        outcome,
+        stories: polled.stories,
+        page_failures: polled.page_failures,
+        pages_done: polled.pages_done,
+        window_start: now - window,
+    };
+    (write, polled.job)
+}
+
+fn count_story(stats: &PipelineStats, prepared: &PreparedStory, outcome: SaveOutcome) {
+    let story = &prepared.story;
+    let topics: Vec<&str> = prepared.matches.iter().map(|m| m.topic.as_str()).collect();
+    let label = match outcome {
+        SaveOutcome::New { .. } => "new",
+        SaveOutcome::Updated { .. } => "updated",
+        SaveOutcome::Duplicate { near: false, .. } => "duplicate",
+        SaveOutcome::Duplicate { near: true, .. } => "near_duplicate",
+        SaveOutcome::Unchanged { .. } => "unchanged",
+    };
+    metrics::counter!("feedwatch_stories_total", "outcome" => label).increment(1);
+    if !matches!(outcome, SaveOutcome::Unchanged { .. }) {
+        for topic in &topics {
+            metrics::counter!("feedwatch_matches_total", "topic" => topic.to_string()).increment(1);
+        }
+    }
+    match outcome {
+        SaveOutcome::New { id, deliveries } => {
+            stats.stories_new.fetch_add(1, Ordering::Relaxed);
+            info!(story = id, source = %story.source_name, url = %story.url, ?topics, deliveries, "new story");
+        }
+        SaveOutcome::Updated { id, deliveries } => {
+            stats.stories_updated.fetch_add(1, Ordering::Relaxed);
+            info!(story = id, url = %story.url, ?topics, deliveries, "story updated");
+        }
+        SaveOutcome::Duplicate {
+            id,
+            of,
+            near,
+            deliveries,
+        } => {
+            stats.stories_duplicate.fetch_add(1, Ordering::Relaxed);
+            info!(story = id, duplicate_of = of, near, url = %story.url, ?topics, deliveries, "duplicate story");
+        }
+        SaveOutcome::Unchanged { .. } => {
+            stats.stories_unchanged.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn to_chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(365))
+}
