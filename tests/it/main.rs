@@ -24,6 +24,9 @@ mod match_cli;
 mod delivery;
 // One alert per story across URL variants, copies, wire edits and updates.
 mod dedup;
+// A poll as one unit of work: alerts for stories that come to match later, listings
+// and pages finished by later polls, a failed write that leaves nothing behind.
+mod polls;
 // Hostile servers and bodies: malformed feeds, entity bombs, oversized and
 // endless responses, redirects, charsets, odd dates, huge feeds, HTTP statuses,
 // source health events and a TLS handshake — each bad source fails alone.

@@ -552,3 +552,69 @@ async fn stories_older_than_the_window_leave_the_near_duplicate_index(backend: B
     db.cleanup().await;
 }
 both_backends!(stories_older_than_the_window_leave_the_near_duplicate_index);
+
+async fn a_poll_that_lost_its_lease_writes_nothing(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let (store, src) = open(&db).await;
+    let now = Utc::now();
+    let claimed = |owner: &'static str, at: chrono::DateTime<Utc>| {
+        let store = store.clone();
+        async move {
+            store
+                .claim_every_source(owner, at, at + Duration::minutes(1))
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(claimed("a/1", now).await, 1);
+    assert_eq!(claimed("b/1", now).await, 0, "a live lease is not taken");
+    // a's poll outlives its lease, and b claims the source.
+    assert_eq!(claimed("b/1", now + Duration::minutes(2)).await, 1);
+    let poll = |owner: &str| PollWrite {
+        source_id: src,
+        lease_owner: owner.into(),
+        polled_at: now,
+        outcome: PollOutcome::Fetched {
+            status: 200,
+            validators: Some(store::StoredValidators {
+                etag: Some("\"late\"".into()),
+                last_modified: None,
+            }),
+            next_poll_at: now,
+        },
+        stories: vec![prepared(
+            &story(src, "https://hongkongfp.com/late", "late tariffs"),
+            &tariff_match(),
+        )],
+        page_failures: Vec::new(),
+        pages_done: Vec::new(),
+        window_start: now - Duration::days(7),
+    };
+    let never = |_: &[u8], _: &[u8]| false;
+    let late = store
+        .save_poll(&poll("a/1"), &never, &OneWebhook)
+        .await
+        .unwrap();
+    assert_eq!(late, PollSave::LeaseLost);
+    let counts = store.counts().await.unwrap();
+    assert_eq!(
+        (counts.stories, counts.matches, counts.deliveries_pending),
+        (0, 0, 0)
+    );
+    assert_eq!(db.source_etag("hkfp").await, None);
+
+    let current = store
+        .save_poll(&poll("b/1"), &never, &OneWebhook)
+        .await
+        .unwrap();
+    assert!(matches!(current, PollSave::Saved { .. }), "{current:?}");
+    let counts = store.counts().await.unwrap();
+    assert_eq!((counts.stories, counts.deliveries_pending), (1, 1));
+    assert_eq!(db.source_etag("hkfp").await.as_deref(), Some("\"late\""));
+    store.close().await;
+    db.cleanup().await;
+}
+both_backends!(a_poll_that_lost_its_lease_writes_nothing);

@@ -183,6 +183,51 @@ impl TestDb {
         }
     }
 
+    /// Runs `sql` (one or more statements) on the database, as an operator with a
+    /// `psql` or `sqlite3` prompt would: to set up a fault, say.
+    pub async fn execute(&self, sql: &str) {
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = SqliteConnection::connect(&self.url).await.unwrap();
+                sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+                let _ = conn.close().await;
+            }
+            Backend::Postgres => {
+                let mut conn = PgConnection::connect(&self.url).await.unwrap();
+                sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+                let _ = conn.close().await;
+            }
+        }
+    }
+
+    /// The stored `ETag` of the source named `name`.
+    pub async fn source_etag(&self, name: &str) -> Option<String> {
+        let sql = "SELECT etag FROM sources WHERE name = $1";
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = SqliteConnection::connect(&self.url).await.unwrap();
+                let etag = sqlx::query_scalar(sql)
+                    .bind(name)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+                let _ = conn.close().await;
+                etag
+            }
+            Backend::Postgres => {
+                let mut conn = PgConnection::connect(&self.url).await.unwrap();
+                let etag = sqlx::query_scalar(sql)
+                    .bind(name)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+                let _ = conn.close().await;
+                etag
+            }
+        }
+    }
+
     /// Every `(story_id, topic)` of `matches`, sorted, read with plain SQL.
     pub async fn match_rows(&self) -> Vec<(i64, String)> {
         let sql = "SELECT story_id, topic FROM matches ORDER BY story_id, topic";
