@@ -6,41 +6,27 @@
 //! is stored from the feed's own text.
 
 use chrono::{DateTime, Utc};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 use url::Url;
 
 use super::page::{MAX_PAGE_ATTEMPTS, MAX_PAGES_PER_POLL, fetch_article};
 use super::prepare::{self, Candidate, Known, entry_hash, feed_story, identity};
-use super::{Fetched, PollFailure, PollJob, Polled, Shared, stored_validators};
+use super::{Answer, Fetched, PollFailure, PollJob, Polled, Shared, fetch_source};
 use crate::config::SourceConfig;
-use crate::fetch::FetchOutcome;
 use crate::normalize::RawStory;
 use crate::source::feed::{FeedEntry, parse_feed};
 use crate::store::PageFailure;
 
-/// Polls a feed source once.
-pub(super) async fn poll(shared: &Shared, job: PollJob, polled_at: DateTime<Utc>) -> Polled {
-    let mut polled = Polled::new(job.clone(), polled_at);
-    polled.result = poll_into(shared, &job, &mut polled).await;
-    polled
-}
-
-async fn poll_into(
+/// Polls a feed source once, filling `polled` with what it produced.
+pub(super) async fn poll(
     shared: &Shared,
     job: &PollJob,
     polled: &mut Polled,
 ) -> Result<Fetched, PollFailure> {
     let fetched_at = polled.polled_at;
-    let url = Url::parse(&job.row.url)
-        .map_err(|e| PollFailure::new(None, format!("bad URL {:?}: {e}", job.row.url)))?;
-    let validators = stored_validators(&job.row);
-    let fetched = match shared.fetcher.get(&url, &validators).await {
-        Ok(FetchOutcome::NotModified) => {
-            debug!("not modified");
-            return Ok(Fetched::not_modified(validators));
-        }
-        Ok(FetchOutcome::Fetched(f)) => f,
-        Err(e) => return Err(PollFailure::from_fetch(e)),
+    let (url, fetched) = match fetch_source(shared, job).await? {
+        Answer::NotModified(answer) => return Ok(answer),
+        Answer::Body(url, body) => (url, body),
     };
     let status = i32::from(fetched.status);
     let new_validators = fetched.validators.clone();
@@ -214,14 +200,7 @@ fn with_full_text(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::pipeline::SourcePlan;
-
-    fn plan(toml_source: &str) -> SourcePlan {
-        let config =
-            Config::from_toml(toml_source, std::path::Path::new("t.toml"), |_| None).unwrap();
-        SourcePlan::new(&config.sources[0]).unwrap()
-    }
+    use crate::pipeline::plan::plan_of as plan;
 
     fn url(s: &str) -> Url {
         Url::parse(s).unwrap()

@@ -5,44 +5,32 @@
 //! handled: links over the per-poll cap, and pages that failed (until they are
 //! given up), are fetched by later polls instead of being hidden behind a 304.
 
-use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
 use url::Url;
 
 use super::page::{MAX_PAGE_ATTEMPTS, MAX_PAGES_PER_POLL, fetch_article};
 use super::prepare::{self, Candidate, Known, identity};
-use super::{Fetched, PollFailure, PollJob, Polled, Shared, stored_validators};
+use super::{Answer, Fetched, PollFailure, PollJob, Polled, Shared, fetch_source};
 use crate::extract;
-use crate::fetch::FetchOutcome;
 use crate::normalize::RawStory;
 use crate::store::PageFailure;
 
-/// Polls an html source once.
-pub(super) async fn poll(shared: &Shared, job: PollJob, polled_at: DateTime<Utc>) -> Polled {
-    let mut polled = Polled::new(job.clone(), polled_at);
-    polled.result = poll_into(shared, &job, &mut polled).await;
-    polled
-}
-
-async fn poll_into(
+/// Polls an html source once, filling `polled` with what it produced.
+pub(super) async fn poll(
     shared: &Shared,
     job: &PollJob,
     polled: &mut Polled,
 ) -> Result<Fetched, PollFailure> {
     let fetched_at = polled.polled_at;
-    let url = Url::parse(&job.row.url)
-        .map_err(|e| PollFailure::new(None, format!("bad URL {:?}: {e}", job.row.url)))?;
     let Some(selector) = job.plan.links.clone() else {
         return Err(PollFailure::new(
             None,
             "html source without a `links` selector",
         ));
     };
-    let validators = stored_validators(&job.row);
-    let page = match shared.fetcher.get(&url, &validators).await {
-        Ok(FetchOutcome::NotModified) => return Ok(Fetched::not_modified(validators)),
-        Ok(FetchOutcome::Fetched(f)) => f,
-        Err(e) => return Err(PollFailure::from_fetch(e)),
+    let (url, page) = match fetch_source(shared, job).await? {
+        Answer::NotModified(answer) => return Ok(answer),
+        Answer::Body(url, body) => (url, body),
     };
     let status = i32::from(page.status);
     let new_validators = page.validators.clone();

@@ -27,10 +27,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
-use tracing::{Instrument, error, info_span};
+use tracing::{Instrument, debug, error, info_span};
+use url::Url;
 
 use crate::config::{Config, SourceKind};
-use crate::fetch::{FetchError, Fetcher, Validators};
+use crate::fetch::{FetchError, FetchOutcome, Fetcher, Validators};
 use crate::store::{PageFailure, PreparedStory, SourceRow, Store};
 use crate::topics::TopicSet;
 
@@ -121,16 +122,6 @@ struct Fetched {
     complete: bool,
 }
 
-impl Fetched {
-    fn not_modified(validators: Validators) -> Fetched {
-        Fetched {
-            status: 304,
-            validators,
-            complete: true,
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 struct PollFailure {
     status: Option<i32>,
@@ -162,14 +153,6 @@ impl PollFailure {
                 _ => None,
             },
         }
-    }
-}
-
-/// The validators stored on a job's source, for a conditional GET.
-fn stored_validators(row: &SourceRow) -> Validators {
-    Validators {
-        etag: row.etag.clone(),
-        last_modified: row.last_modified.clone(),
     }
 }
 
@@ -233,8 +216,40 @@ async fn poll_guarded(shared: Shared, job: PollJob) -> Polled {
 }
 
 async fn poll_source(shared: Shared, job: PollJob, polled_at: DateTime<Utc>) -> Polled {
-    match job.plan.spec.kind {
-        SourceKind::Feed => feed::poll(&shared, job, polled_at).await,
-        SourceKind::Html => listing::poll(&shared, job, polled_at).await,
+    let mut polled = Polled::new(job.clone(), polled_at);
+    polled.result = match job.plan.spec.kind {
+        SourceKind::Feed => feed::poll(&shared, &job, &mut polled).await,
+        SourceKind::Html => listing::poll(&shared, &job, &mut polled).await,
+    };
+    polled
+}
+
+/// What a poll's conditional GET of its source's URL brought.
+enum Answer {
+    /// 304: nothing changed since the stored validators.
+    NotModified(Fetched),
+    /// A body to parse, from the URL the source names.
+    Body(Url, Box<crate::fetch::Fetched>),
+}
+
+/// The conditional GET every poll starts with, with the source's stored validators.
+async fn fetch_source(shared: &Shared, job: &PollJob) -> Result<Answer, PollFailure> {
+    let url = Url::parse(&job.row.url)
+        .map_err(|e| PollFailure::new(None, format!("bad URL {:?}: {e}", job.row.url)))?;
+    let validators = Validators {
+        etag: job.row.etag.clone(),
+        last_modified: job.row.last_modified.clone(),
+    };
+    match shared.fetcher.get(&url, &validators).await {
+        Ok(FetchOutcome::NotModified) => {
+            debug!("not modified");
+            Ok(Answer::NotModified(Fetched {
+                status: 304,
+                validators,
+                complete: true,
+            }))
+        }
+        Ok(FetchOutcome::Fetched(body)) => Ok(Answer::Body(url, Box::new(body))),
+        Err(e) => Err(PollFailure::from_fetch(e)),
     }
 }

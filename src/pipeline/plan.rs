@@ -73,15 +73,21 @@ impl SourcePlan {
     }
 }
 
+/// The plan of the first source of a config file's text (unit tests).
+#[cfg(test)]
+pub(crate) fn plan_of(toml_source: &str) -> SourcePlan {
+    let config =
+        crate::config::Config::from_toml(toml_source, std::path::Path::new("t.toml"), |_| None)
+            .unwrap();
+    SourcePlan::new(&config.sources[0]).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
 
     fn plan(toml_source: &str) -> SourcePlan {
-        let config =
-            Config::from_toml(toml_source, std::path::Path::new("t.toml"), |_| None).unwrap();
-        SourcePlan::new(&config.sources[0]).unwrap()
+        plan_of(toml_source)
     }
 
     fn url(s: &str) -> Url {
