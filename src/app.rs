@@ -4,10 +4,9 @@
 //! `daemon.shutdown_grace`) or for a single pass (`once`). Tests start exactly
 //! what `main` starts.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -19,21 +18,17 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::fetch::Fetcher;
 use crate::notify::{DeliveryStats, Notifier};
-use crate::pipeline::{self, PipelineStats, PollJob, Shared, SourcePlan};
-use crate::store::{self, SourceRow, SourceSpec, SourceState, Store};
+use crate::pipeline::{self, PipelineStats, PollJob, Scheduler, Shared, SourcePlan};
+use crate::store::{self, SourceRow, SourceSpec, Store};
 use crate::topics::TopicSet;
 
 /// A built feedwatch: what `run` and `once` share.
 pub struct App {
     shared: Shared,
     notifier: Arc<Notifier>,
-    plans: HashMap<String, Arc<SourcePlan>>,
+    scheduler: Scheduler,
     /// Where [`App::reload_topics`] puts a newly compiled set.
     topics: watch::Sender<Arc<TopicSet>>,
-    /// This process's identity in `sources.lease_owner`.
-    instance: String,
-    /// Claims made so far, numbering the leases.
-    claims: AtomicU64,
 }
 
 /// What `once` did.
@@ -72,21 +67,20 @@ impl App {
             .map(|s| Ok((s.name().to_string(), Arc::new(SourcePlan::new(s)?))))
             .collect::<anyhow::Result<_>>()?;
         let (topics, topics_rx) = watch::channel(Arc::new(topics));
+        let shared = Shared {
+            config: Arc::new(config),
+            store,
+            fetcher: Arc::new(fetcher),
+            topics: topics_rx,
+            outbox_wake: Arc::new(Notify::new()),
+            schedule_wake: Arc::new(Notify::new()),
+            prepare_permits: Shared::prepare_permits(),
+        };
         let app = App {
-            shared: Shared {
-                config: Arc::new(config),
-                store,
-                fetcher: Arc::new(fetcher),
-                topics: topics_rx,
-                outbox_wake: Arc::new(Notify::new()),
-                schedule_wake: Arc::new(Notify::new()),
-                prepare_permits: Shared::prepare_permits(),
-            },
+            scheduler: Scheduler::new(shared.clone(), plans),
+            shared,
             notifier: Arc::new(notifier),
-            plans,
             topics,
-            instance: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
-            claims: AtomicU64::new(0),
         };
         app.sync_sources().await?;
         Ok(app)
@@ -146,50 +140,11 @@ impl App {
             .context("recording the configured sources")
     }
 
-    fn job(&self, row: SourceRow, lease_owner: &Arc<str>) -> Option<PollJob> {
-        let plan = self.plans.get(&row.name)?.clone();
-        Some(PollJob {
-            row,
-            plan,
-            lease_owner: lease_owner.clone(),
-        })
-    }
-
-    /// A lease owner for one claim: this process's identity and a claim number, so that
-    /// a poll fenced by it cannot write once its source was claimed again, even by this
-    /// same process after the lease ran out.
-    fn lease_owner(&self) -> Arc<str> {
-        let claim = self.claims.fetch_add(1, Ordering::Relaxed);
-        Arc::from(format!("{}/{claim}", self.instance))
-    }
-
     /// Polls every enabled source once, stores what it finds, attempts every due
     /// delivery once, and returns what happened.
     pub async fn run_once(&self) -> anyhow::Result<OnceReport> {
-        let configured = self
-            .sync_sources()
-            .await?
-            .into_iter()
-            .filter(|r| matches!(r.state, SourceState::Active | SourceState::Blocked))
-            .count();
-        let owner = self.lease_owner();
-        let now = Utc::now();
-        let rows = self
-            .shared
-            .store
-            .claim_every_source(&owner, now, now + chrono::Duration::from_std(self.lease())?)
-            .await
-            .context("claiming the sources")?;
-        if rows.len() < configured {
-            warn!(
-                skipped = configured - rows.len(),
-                "sources leased by a running daemon are left to it"
-            );
-        }
-        let jobs: Vec<PollJob> = rows
-            .into_iter()
-            .filter_map(|r| self.job(r, &owner))
-            .collect();
+        let configured = self.sync_sources().await?;
+        let jobs = self.scheduler.claim_all(&configured).await?;
         let sources = jobs.len();
         let stats = Arc::new(PipelineStats::default());
         let (tx, rx) = mpsc::channel(jobs.len().max(1));
@@ -252,7 +207,7 @@ impl App {
             .await?;
         }
         info!(
-            sources = self.plans.len(),
+            sources = self.scheduler.sources(),
             topics = self.shared.topics.borrow().len(),
             "feedwatch running"
         );
@@ -290,7 +245,7 @@ impl App {
                 }
             });
         }
-        let scheduler_result = self.schedule(&tx, &cancel).await;
+        let scheduler_result = self.scheduler.run(&tx, &cancel).await;
         drop(tx);
         notify_systemd(&[sd_notify::NotifyState::Stopping]);
         info!("shutting down: scheduler stopped, draining in-flight work");
@@ -316,63 +271,6 @@ impl App {
     /// Installs the metrics recorder (so `/metrics` has something to render).
     pub fn enable_metrics(&self) {
         let _ = crate::admin::metrics_handle();
-    }
-
-    /// How long a poll holds its source at most; then another daemon may take it.
-    fn lease(&self) -> Duration {
-        self.shared.config.http.timeout * 4 + Duration::from_secs(300)
-    }
-
-    async fn schedule(
-        &self,
-        jobs: &mpsc::Sender<PollJob>,
-        cancel: &CancellationToken,
-    ) -> anyhow::Result<()> {
-        let lease = self.lease();
-        let mut store_failures = 0u32;
-        while !cancel.is_cancelled() {
-            let now = Utc::now();
-            let owner = self.lease_owner();
-            let claimed = self
-                .shared
-                .store
-                .claim_due_sources(&owner, now, now + chrono::Duration::from_std(lease)?, 64)
-                .await;
-            let wait = match claimed {
-                Ok(rows) => {
-                    store_failures = 0;
-                    for row in rows {
-                        if let Some(job) = self.job(row, &owner)
-                            && jobs.send(job).await.is_err()
-                        {
-                            return Ok(());
-                        }
-                    }
-                    match self.shared.store.next_poll_due(Utc::now()).await {
-                        Ok(Some(next)) => (next - Utc::now())
-                            .to_std()
-                            .unwrap_or(Duration::ZERO)
-                            .clamp(Duration::from_millis(100), Duration::from_secs(30)),
-                        Ok(None) => Duration::from_secs(30),
-                        Err(e) => {
-                            warn!(error = %e, "cannot read the schedule");
-                            Duration::from_secs(5)
-                        }
-                    }
-                }
-                Err(e) => {
-                    store_failures += 1;
-                    warn!(error = %e, failures = store_failures, "cannot claim due sources; retrying");
-                    Duration::from_secs(u64::from(store_failures.min(6)) * 5)
-                }
-            };
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = self.shared.schedule_wake.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
-            }
-        }
-        Ok(())
     }
 }
 

@@ -31,6 +31,9 @@ pub(super) async fn poll(
     let status = i32::from(fetched.status);
     let new_validators = fetched.validators.clone();
     let feed_url = fetched.final_url.clone();
+    let name = job.plan.spec.name();
+    // Parsing and hashing the entries (which may be megabytes each) are CPU work:
+    // both run on the blocking pool.
     let parsed = tokio::task::spawn_blocking(move || {
         parse_feed(
             &fetched.body,
@@ -38,18 +41,24 @@ pub(super) async fn poll(
             &feed_url,
             fetched_at,
         )
+        .map(|feed| {
+            feed.entries
+                .into_iter()
+                .map(|entry| {
+                    let hash = entry_hash(&entry);
+                    (entry, hash)
+                })
+                .collect::<Vec<_>>()
+        })
     })
     .await
     .map_err(|e| PollFailure::new(Some(status), format!("feed parser crashed: {e}")))?
     .map_err(|e| PollFailure::new(Some(status), e.to_string()))?;
 
     // The cheap check: one read for the whole feed.
-    let name = job.plan.spec.name();
     let entries: Vec<_> = parsed
-        .entries
         .into_iter()
-        .map(|entry| {
-            let hash = entry_hash(&entry);
+        .map(|(entry, hash)| {
             let id = identity(name, entry.link.as_ref(), entry.guid.as_deref());
             (entry, hash, id)
         })

@@ -7,7 +7,8 @@
 //! fenced by the poll's lease. A bounded channel between the two lets a slow
 //! store back-pressure the polls.
 //!
-//! One file per role: [`plan`] (a source's compiled selectors and host rule),
+//! One file per role: [`scheduler`] (claiming due sources), [`plan`] (a
+//! source's compiled selectors and host rule),
 //! [`feed`] and [`listing`] (polling each kind of source), [`page`] (article
 //! pages), [`prepare`] (the cheap check and story preparation), [`outbox`]
 //! (which webhooks want what, and the frozen bodies), [`record`] (the writer).
@@ -19,6 +20,7 @@ mod page;
 mod plan;
 mod prepare;
 mod record;
+mod scheduler;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -37,6 +39,7 @@ use crate::topics::TopicSet;
 
 pub use outbox::ConfigOutbox;
 pub use plan::SourcePlan;
+pub use scheduler::Scheduler;
 
 /// Bound of the channel from the polls to the writer, in polls.
 const CHANNEL_BOUND: usize = 64;
