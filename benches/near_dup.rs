@@ -1,22 +1,14 @@
 //! Near-duplicate benchmarks for the dedup stage: the cost of fingerprinting a 1,000-word
-//! story, and the per-story lookup latency in a `NearDupIndex` holding 1,000,000
-//! fingerprints (a week of a busy deployment).
-//!
-//! The million indexed fingerprints are synthetic (random MinHash signatures written in
-//! the documented byte form), which is what unrelated stories look like to the index; the
-//! queries are either new stories (random signatures: a miss) or edited copies of indexed
-//! ones (45 % of the signature redrawn, J ≈ 0.55: a hit). The index's resident memory is
-//! printed once, measured from `/proc/self/status`.
+//! story and of hashing its content, and of comparing two fingerprints (what the store's
+//! verdict does for each candidate a band lookup finds). The lookup through the store
+//! itself is measured by `examples/near_dup_store_bench.rs`.
 //!
 //! Run with `cargo bench --bench near_dup`.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use feedwatch::dedup::{Fingerprint, NearDupIndex, content_hash};
-
-const INDEXED: usize = 1_000_000;
-const QUERIES: usize = 1_000;
+use feedwatch::dedup::{Fingerprint, content_hash};
 
 /// Deterministic pseudo-random numbers (SplitMix64).
 struct Rng(u64);
@@ -82,13 +74,6 @@ fn fingerprint_from(minima: &[u32], shingles: u32) -> Fingerprint {
     Fingerprint::from_bytes(&bytes).expect("bench builds version-1 fingerprints")
 }
 
-fn resident_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
 fn fingerprinting(c: &mut Criterion) {
     let mut rng = Rng(1);
     let body = story(1_000, &mut rng);
@@ -103,66 +88,28 @@ fn fingerprinting(c: &mut Criterion) {
     group.finish();
 }
 
-fn lookup(c: &mut Criterion) {
+fn comparison(c: &mut Criterion) {
     let mut rng = Rng(7);
-    let before = resident_mib();
-    let mut index = NearDupIndex::with_capacity(INDEXED);
-    let mut hit_queries = Vec::with_capacity(QUERIES);
-    for id in 0..INDEXED {
-        let mut minima = random_minima(&mut rng);
-        let shingles = 150 + rng.below(900) as u32;
-        index.insert(id as i64, &fingerprint_from(&minima, shingles));
-        if id % (INDEXED / QUERIES) == 0 {
-            for minimum in minima.iter_mut() {
-                if rng.below(100) < 45 {
-                    *minimum = rng.next() as u32;
-                }
-            }
-            hit_queries.push((id as i64, fingerprint_from(&minima, shingles)));
-        }
-    }
-    if let (Some(before), Some(after)) = (before, resident_mib()) {
-        eprintln!(
-            "NearDupIndex with {} fingerprints: {:.0} MiB resident ({:.0} bytes per story)",
-            index.len(),
-            after - before,
-            (after - before) * 1024.0 * 1024.0 / index.len() as f64
-        );
-    }
-    let found = hit_queries
+    let minima = random_minima(&mut rng);
+    let original = fingerprint_from(&minima, 400);
+    // An edited copy: 45 % of the signature redrawn (J ≈ 0.55), and an unrelated story.
+    let edited: Vec<u32> = minima
         .iter()
-        .filter(|(id, fp)| index.query(fp) == Some(*id))
-        .count();
-    eprintln!("edited copies found: {found}/{}", hit_queries.len());
-    let miss_queries: Vec<Fingerprint> = (0..QUERIES)
-        .map(|_| fingerprint_from(&random_minima(&mut rng), 400))
+        .map(|&m| if rng.below(100) < 45 { rng.next() as u32 } else { m })
         .collect();
-
-    let mut group = c.benchmark_group("near_dup_index_1m");
-    let mut i = 0;
-    group.bench_function("query_new_story", |b| {
-        b.iter(|| {
-            i = (i + 1) % QUERIES;
-            index.query(black_box(&miss_queries[i]))
-        })
+    let copy = fingerprint_from(&edited, 400);
+    let other = fingerprint_from(&random_minima(&mut rng), 400);
+    assert!(original.is_near_duplicate(&copy) && !original.is_near_duplicate(&other));
+    let mut group = c.benchmark_group("fingerprint_comparison");
+    group.bench_function("edited_copy", |b| {
+        b.iter(|| black_box(&original).is_near_duplicate(black_box(&copy)))
     });
-    group.bench_function("query_edited_copy", |b| {
-        b.iter(|| {
-            i = (i + 1) % QUERIES;
-            index.query(black_box(&hit_queries[i].1))
-        })
+    group.bench_function("other_story", |b| {
+        b.iter(|| black_box(&original).is_near_duplicate(black_box(&other)))
     });
-    let mut next_id = INDEXED as i64;
-    group.bench_function("insert_then_expire_one", |b| {
-        b.iter(|| {
-            i = (i + 1) % QUERIES;
-            index.insert(next_id, &miss_queries[i]);
-            index.remove(next_id);
-            next_id += 1;
-        })
-    });
+    group.bench_function("band_keys", |b| b.iter(|| black_box(&original).band_keys()));
     group.finish();
 }
 
-criterion_group!(benches, fingerprinting, lookup);
+criterion_group!(benches, fingerprinting, comparison);
 criterion_main!(benches);

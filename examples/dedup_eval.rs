@@ -1,14 +1,14 @@
 //! Evaluates near-duplicate detection on the dev corpus (`../shared/data/topics-dev.json`):
 //! for every true pair (same `dup_group`) the similarity, containment, SimHash Hamming
-//! distance and shared band keys; the closest pairs of different stories; the stories a
-//! `NearDupIndex` fed in corpus order flags; and how far synthetic edits can go before a
-//! copy is missed.
+//! distance and shared band keys; the closest pairs of different stories; the stories the
+//! store's band lookup, fed in corpus order, flags; and how far synthetic edits can go
+//! before a copy is missed.
 //!
 //! Run with `cargo run --release --example dedup_eval`.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
-use feedwatch::dedup::{Fingerprint, NearDupIndex, normalize_body};
+use feedwatch::dedup::{Fingerprint, normalize_body};
 
 /// One item of `topics-dev.json`, as far as this evaluation reads it.
 #[derive(serde::Deserialize)]
@@ -266,19 +266,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         true_pairs.len()
     );
 
-    println!("\nNearDupIndex fed in corpus order (query, then insert):");
-    let mut index = NearDupIndex::new();
+    println!("\nthe store's band lookup fed in corpus order (candidates, then index):");
+    // What the store does per story: the earlier stories sharing a band key are the
+    // candidates, newest first, and the first whose fingerprint is close is the original.
+    let mut bands: HashMap<i64, Vec<usize>> = HashMap::new();
     let mut flagged = BTreeSet::new();
     for (i, fp) in fps.iter().enumerate() {
-        if let Some(earlier) = index.query(fp) {
-            let earlier = usize::try_from(earlier)?;
+        let keys = fp.band_keys();
+        let mut candidates: Vec<usize> = keys
+            .iter()
+            .filter_map(|k| bands.get(k))
+            .flatten()
+            .copied()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        candidates.reverse();
+        if let Some(&earlier) = candidates.iter().find(|&&c| fp.is_near_duplicate(&fps[c])) {
             println!(
                 "  {} is a near-duplicate of {}",
                 items[i].id, items[earlier].id
             );
             flagged.insert((earlier, i));
         }
-        index.insert(i64::try_from(i)?, fp);
+        for k in keys {
+            bands.entry(k).or_default().push(i);
+        }
     }
     let expected: BTreeSet<(usize, usize)> = true_pairs.iter().map(|p| (p.a, p.b)).collect();
     println!(

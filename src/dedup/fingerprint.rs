@@ -300,11 +300,6 @@ impl Fingerprint {
             minima,
         })
     }
-
-    /// The MinHash signature, for the in-memory index.
-    pub(crate) fn minima(&self) -> &[u32; Fingerprint::HASHES] {
-        &self.minima
-    }
 }
 
 /// The band keys of a signature, band 0 first.

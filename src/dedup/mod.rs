@@ -12,16 +12,13 @@
 //!   [`Fingerprint::band_keys`] are stored as indexed `(story_id, band_key)` rows so that the
 //!   stories of the last `dedup.window` that may be near-duplicates are found by equality
 //!   lookups, then confirmed with [`Fingerprint::is_near_duplicate`] on their stored bytes.
-//!   [`NearDupIndex`] is the same banded lookup held in memory.
 
 mod canonical;
 mod fingerprint;
-mod index;
 mod normalize;
 
 pub use canonical::{canonicalize_url, choose_canonical};
 pub use fingerprint::Fingerprint;
-pub use index::NearDupIndex;
 pub use normalize::{content_hash, normalize_body};
 
 /// What can go wrong in the dedup stage (only decoding stored fingerprints can fail).
