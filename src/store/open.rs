@@ -336,6 +336,31 @@ mod tests {
     }
 
     #[test]
+    fn a_schema_older_than_the_binary_is_refused() {
+        let migrator = sqlx::migrate!("migrations/sqlite");
+        let newest = migrator.iter().map(|m| m.version).max().unwrap();
+        let problem = |applied| match check_schema("sqlite://x.db", Ok(applied), &migrator) {
+            Err(StoreError::Connect { problem, .. }) => Some(problem),
+            Err(e) => panic!("{e}"),
+            Ok(()) => None,
+        };
+        assert_eq!(problem(Some(newest)), None);
+        assert_eq!(
+            problem(Some(newest + 1)),
+            None,
+            "a newer daemon's schema is readable"
+        );
+        assert_eq!(
+            problem(Some(newest - 1)),
+            Some(ConnectProblem::SchemaBehind {
+                have: newest - 1,
+                need: newest
+            })
+        );
+        assert_eq!(problem(None), Some(ConnectProblem::NoSchema));
+    }
+
+    #[test]
     fn a_writable_directory_is_not_a_diagnosis() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(
