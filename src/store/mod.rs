@@ -30,7 +30,7 @@ pub enum StoreError {
     #[error("cannot open the store at {url}: {problem}")]
     Connect {
         url: String,
-        problem: ConnectProblem,
+        problem: Box<ConnectProblem>,
         #[source]
         source: Option<sqlx::Error>,
     },

@@ -112,7 +112,7 @@ pub(crate) fn connect_error(
 ) -> StoreError {
     StoreError::Connect {
         url: crate::config::redact_url(url),
-        problem,
+        problem: Box::new(problem),
         source,
     }
 }
@@ -340,7 +340,7 @@ mod tests {
         let migrator = sqlx::migrate!("migrations/sqlite");
         let newest = migrator.iter().map(|m| m.version).max().unwrap();
         let problem = |applied| match check_schema("sqlite://x.db", Ok(applied), &migrator) {
-            Err(StoreError::Connect { problem, .. }) => Some(problem),
+            Err(StoreError::Connect { problem, .. }) => Some(*problem),
             Err(e) => panic!("{e}"),
             Ok(()) => None,
         };
