@@ -573,6 +573,17 @@ impl Config {
                 self.http.max_body_bytes
             ));
         }
+        for (key, value) in [
+            ("http.per_host_concurrency", self.http.per_host_concurrency),
+            ("http.global_concurrency", self.http.global_concurrency),
+            ("delivery.concurrency", self.delivery.concurrency),
+        ] {
+            if value > MAX_CONCURRENCY {
+                return Err(format!(
+                    "{key}: {value} is too many (at most {MAX_CONCURRENCY})"
+                ));
+            }
+        }
         if self.defaults.failing_after == 0 {
             return Err("defaults.failing_after: must be at least 1".into());
         }
@@ -650,6 +661,9 @@ const POLITE_INTERVAL: Duration = Duration::from_secs(60);
 /// The longest duration accepted anywhere: far beyond any sensible setting, and
 /// short enough that adding it to the current time cannot overflow.
 const MAX_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
+/// The most concurrent requests a limit may allow (a semaphore cannot hold
+/// arbitrarily many permits, and no host wants more).
+const MAX_CONCURRENCY: usize = 10_000;
 /// The smallest `http.max_body_bytes` accepted.
 const MIN_BODY_BYTES: u64 = 1024;
 
@@ -863,6 +877,10 @@ mod tests {
             ),
             ("[defaults]\ninterval = \"1ms\"\n", "defaults.interval"),
             ("[defaults]\nfailing_after = 0\n", "defaults.failing_after"),
+            (
+                "[http]\nglobal_concurrency = 9000000000000000000\n",
+                "http.global_concurrency",
+            ),
             (
                 "[daemon]\nshutdown_grace = \"0s\"\n",
                 "daemon.shutdown_grace",
