@@ -102,19 +102,18 @@ impl SqliteStore {
             .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        // On failure, say whether the file or its directory is not writable.
-        let failed = |problem: ConnectProblem, e: sqlx::Error| {
-            let problem = match mode {
-                OpenMode::Create => open::diagnose_sqlite_write(&path).unwrap_or(problem),
-                OpenMode::Existing => problem,
-            };
-            open::connect_error(url, problem, Some(e))
-        };
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections.max(1))
             .connect_with(options)
             .await
-            .map_err(|e| failed(ConnectProblem::Other, e))?;
+            .map_err(|e| {
+                // Say whether the file or its directory is not writable.
+                let problem = match mode {
+                    OpenMode::Create => open::diagnose_sqlite_write(&path),
+                    OpenMode::Existing => None,
+                };
+                open::connect_error(url, problem.unwrap_or(ConnectProblem::Other), Some(e))
+            })?;
         let migrator = sqlx::migrate!("migrations/sqlite");
         match mode {
             OpenMode::Create => {
