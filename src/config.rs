@@ -752,14 +752,34 @@ fn expand_vars(value: &str, env: &impl Fn(&str) -> Option<String>) -> Result<Str
 }
 
 /// A database URL with any password replaced, for logs and messages.
+/// Both places a Postgres URL may carry one: `user:password@` and `?password=`.
 pub fn redact_url(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
+    let Ok(mut u) = Url::parse(url) else {
+        return url.to_string();
+    };
+    let secret_param = |key: &str| key.eq_ignore_ascii_case("password");
+    let in_query = u.query_pairs().any(|(k, _)| secret_param(&k));
+    if u.password().is_none() && !in_query {
+        return url.to_string();
     }
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+    }
+    if in_query {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret_param(&k) {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
 }
 
 #[cfg(test)]
@@ -924,6 +944,22 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.database.url, "sqlite://here.db");
+    }
+
+    #[test]
+    fn passwords_in_database_urls_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://fw:s3cret@db/feedwatch"),
+            "postgres://fw:***@db/feedwatch"
+        );
+        assert_eq!(
+            redact_url("postgres://db/feedwatch?user=fw&password=s3cret&sslmode=require"),
+            "postgres://db/feedwatch?user=fw&password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact_url("sqlite:///var/lib/feedwatch/fw.db"),
+            "sqlite:///var/lib/feedwatch/fw.db"
+        );
     }
 
     #[test]
