@@ -95,7 +95,13 @@ fn comparison(c: &mut Criterion) {
     // An edited copy: 45 % of the signature redrawn (J ≈ 0.55), and an unrelated story.
     let edited: Vec<u32> = minima
         .iter()
-        .map(|&m| if rng.below(100) < 45 { rng.next() as u32 } else { m })
+        .map(|&m| {
+            if rng.below(100) < 45 {
+                rng.next() as u32
+            } else {
+                m
+            }
+        })
         .collect();
     let copy = fingerprint_from(&edited, 400);
     let other = fingerprint_from(&random_minima(&mut rng), 400);

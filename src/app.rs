@@ -55,9 +55,7 @@ impl App {
     /// and compiles the topics.
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let topics = TopicSet::compile(&config.topic_specs()).context("compiling topics")?;
-        let store = store::connect(&config.database.url, config.database.max_connections)
-            .await
-            .context("opening the store")?;
+        let store = store::connect(&config.database.url, config.database.max_connections).await?;
         info!(backend = store.backend(), url = %crate::config::redact_url(&config.database.url), "store ready");
         let fetcher = Fetcher::new(&config.http).context("building the HTTP client")?;
         let notifier = Notifier::new(&config).context("building the webhook client")?;

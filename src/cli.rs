@@ -100,7 +100,7 @@ pub fn main() -> ExitCode {
 }
 
 fn config_error(e: &ConfigError) -> ExitCode {
-    eprintln!("error: {e}");
+    telemetry::report_fatal(&e.to_string());
     ExitCode::from(2)
 }
 
@@ -108,9 +108,13 @@ async fn dispatch(command: Command, config: Config, path: PathBuf) -> ExitCode {
     match command {
         Command::CheckConfig => {
             print!("{}", summarise(&config, &path));
+            for warning in config.warnings() {
+                eprintln!("warning: {warning}");
+            }
             ExitCode::SUCCESS
         }
         Command::Run => {
+            log_warnings(&config);
             let app = match App::build(config).await {
                 Ok(app) => app,
                 Err(e) => return failure(&e),
@@ -134,6 +138,7 @@ async fn dispatch(command: Command, config: Config, path: PathBuf) -> ExitCode {
             }
         }
         Command::Once => {
+            log_warnings(&config);
             let app = match App::build(config).await {
                 Ok(app) => app,
                 Err(e) => return failure(&e),
@@ -167,10 +172,16 @@ async fn dispatch(command: Command, config: Config, path: PathBuf) -> ExitCode {
     }
 }
 
+/// Reports the error that ends a command (once) and returns exit code 1.
 fn failure(e: &anyhow::Error) -> ExitCode {
-    error!("{e:#}");
-    eprintln!("error: {e:#}");
+    telemetry::report_fatal(&telemetry::error_chain(e));
     ExitCode::from(1)
+}
+
+fn log_warnings(config: &Config) {
+    for warning in config.warnings() {
+        warn!("config: {warning}");
+    }
 }
 
 /// On each SIGHUP, reloads the topics from the config file (see [`App::reload_topics`]).
@@ -220,7 +231,8 @@ async fn watch_signals(cancel: CancellationToken) {
 }
 
 async fn deliveries(config: Config, action: DeliveriesAction) -> ExitCode {
-    let store = match crate::store::connect(&config.database.url, 2).await {
+    // Inspecting or re-driving the outbox never creates a database.
+    let store = match crate::store::connect_existing(&config.database.url, 2).await {
         Ok(s) => s,
         Err(e) => return failure(&anyhow::Error::new(e)),
     };
@@ -273,7 +285,7 @@ async fn deliveries(config: Config, action: DeliveriesAction) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            telemetry::report_fatal(&telemetry::error_chain(&e));
             ExitCode::from(
                 if e.to_string().starts_with("--status") || e.to_string().starts_with("name a") {
                     2

@@ -397,6 +397,9 @@ impl Config {
             message,
         };
         config.expand_env(&env).map_err(invalid)?;
+        // The file's own database URL is relative to the file; an override from the
+        // environment is taken as given (relative to the working directory).
+        config.database.url = resolve_sqlite_path(&config.database.url, path);
         if let Some(url) = env(DATABASE_URL_ENV).filter(|u| !u.is_empty()) {
             config.database.url = url;
         }
@@ -447,9 +450,7 @@ impl Config {
         if self.delivery.max_attempts == 0 {
             return Err("delivery.max_attempts: must be at least 1".into());
         }
-        if self.defaults.interval.is_zero() {
-            return Err("defaults.interval: must be longer than 0s".into());
-        }
+        self.check_settings()?;
 
         let mut names = HashSet::new();
         for (i, s) in self.sources.iter().enumerate() {
@@ -463,8 +464,8 @@ impl Config {
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(format!("{at}.url: {:?} is not http(s)", s.url));
             }
-            if s.interval.is_some_and(|d| d.is_zero()) {
-                return Err(format!("{at}.interval: must be longer than 0s"));
+            if let Some(interval) = s.interval {
+                check_duration(&format!("{at}.interval"), interval, MIN_INTERVAL)?;
             }
             if s.kind == SourceKind::Html && s.links.as_deref().unwrap_or("").trim().is_empty() {
                 return Err(format!(
@@ -516,6 +517,7 @@ impl Config {
                     return Err(format!("{at}.topics: no topic named {topic:?}"));
                 }
             }
+            check_duration(&format!("{at}.max_age"), w.max_age, Duration::ZERO)?;
             if w.events.is_empty() {
                 return Err(format!("{at}.events: subscribe to at least one event"));
             }
@@ -523,6 +525,115 @@ impl Config {
                 .map_err(|e| format!("{at}.secret: {e}"))?;
         }
         Ok(())
+    }
+
+    /// The settings outside sources, topics and webhooks that `run` would trip
+    /// over: durations too short to work (a zero timeout fails every request, a
+    /// millisecond interval hammers a site) or too long to add to a date, a zero
+    /// body cap, an admin address that does not parse, a `User-Agent` that is not
+    /// a valid header.
+    fn check_settings(&self) -> Result<(), String> {
+        let timeout = Duration::from_millis(100);
+        for (key, value, min) in [
+            (
+                "daemon.shutdown_grace",
+                self.daemon.shutdown_grace,
+                Duration::from_secs(1),
+            ),
+            ("http.connect_timeout", self.http.connect_timeout, timeout),
+            ("http.timeout", self.http.timeout, timeout),
+            (
+                "http.per_host_delay",
+                self.http.per_host_delay,
+                Duration::ZERO,
+            ),
+            (
+                "http.backoff_max",
+                self.http.backoff_max,
+                Duration::from_secs(1),
+            ),
+            ("defaults.interval", self.defaults.interval, MIN_INTERVAL),
+            ("dedup.window", self.dedup.window, Duration::ZERO),
+            ("delivery.backoff_base", self.delivery.backoff_base, timeout),
+            ("delivery.backoff_max", self.delivery.backoff_max, timeout),
+            ("delivery.timeout", self.delivery.timeout, timeout),
+        ] {
+            check_duration(key, value, min)?;
+        }
+        if self.delivery.backoff_max < self.delivery.backoff_base {
+            return Err(format!(
+                "delivery.backoff_max: {} is shorter than delivery.backoff_base ({})",
+                humantime::format_duration(self.delivery.backoff_max),
+                humantime::format_duration(self.delivery.backoff_base)
+            ));
+        }
+        if self.http.max_body_bytes < MIN_BODY_BYTES {
+            return Err(format!(
+                "http.max_body_bytes: {} is too small to hold a feed (at least {MIN_BODY_BYTES})",
+                self.http.max_body_bytes
+            ));
+        }
+        for (key, value) in [
+            ("http.per_host_concurrency", self.http.per_host_concurrency),
+            ("http.global_concurrency", self.http.global_concurrency),
+            ("delivery.concurrency", self.delivery.concurrency),
+        ] {
+            if value > MAX_CONCURRENCY {
+                return Err(format!(
+                    "{key}: {value} is too many (at most {MAX_CONCURRENCY})"
+                ));
+            }
+        }
+        if self.defaults.failing_after == 0 {
+            return Err("defaults.failing_after: must be at least 1".into());
+        }
+        if reqwest::header::HeaderValue::from_str(&self.http.user_agent).is_err() {
+            return Err(format!(
+                "http.user_agent: {:?} is not a valid header value (printable ASCII, no line breaks)",
+                self.http.user_agent
+            ));
+        }
+        if !self.admin.listen.is_empty() {
+            self.admin
+                .listen
+                .parse::<std::net::SocketAddr>()
+                .map_err(|e| {
+                    format!(
+                        "admin.listen: {:?} is not an address and port such as \"127.0.0.1:9187\" \
+                         (empty turns the listener off): {e}",
+                        self.admin.listen
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
+    /// What is valid but probably not what was meant: `check-config` prints these
+    /// and `run`/`once` log them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.sources.is_empty() {
+            out.push("no [[sources]]: nothing will be polled or stored".to_string());
+        } else if self.sources.iter().all(|s| !s.enabled) {
+            out.push("every source is disabled: nothing will be polled or stored".to_string());
+        }
+        if self.topics.is_empty() {
+            out.push(
+                "no [[topics]]: stories are stored but nothing matches, so no alert is sent"
+                    .to_string(),
+            );
+        }
+        for s in &self.sources {
+            let interval = self.interval_of(s);
+            if s.enabled && interval < POLITE_INTERVAL {
+                out.push(format!(
+                    "source {:?} is polled every {}: more than once a minute is hard on a news site",
+                    s.name(),
+                    humantime::format_duration(interval)
+                ));
+            }
+        }
+        out
     }
 
     /// The topic specs for the matcher.
@@ -541,6 +652,60 @@ impl Config {
     pub fn interval_of(&self, source: &SourceConfig) -> Duration {
         source.interval.unwrap_or(self.defaults.interval)
     }
+}
+
+/// The shortest polling interval accepted; tests poll local servers this often.
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Intervals shorter than this are accepted with a warning.
+const POLITE_INTERVAL: Duration = Duration::from_secs(60);
+/// The longest duration accepted anywhere: far beyond any sensible setting, and
+/// short enough that adding it to the current time cannot overflow.
+const MAX_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
+/// The most concurrent requests a limit may allow (a semaphore cannot hold
+/// arbitrarily many permits, and no host wants more).
+const MAX_CONCURRENCY: usize = 10_000;
+/// The smallest `http.max_body_bytes` accepted.
+const MIN_BODY_BYTES: u64 = 1024;
+
+/// Checks that the duration `key` lies between `min` (inclusive; a zero `min`
+/// allows zero) and [`MAX_DURATION`].
+fn check_duration(key: &str, value: Duration, min: Duration) -> Result<(), String> {
+    if value < min {
+        return Err(format!(
+            "{key}: {} is too short (at least {})",
+            humantime::format_duration(value),
+            humantime::format_duration(min)
+        ));
+    }
+    if value > MAX_DURATION {
+        return Err(format!(
+            "{key}: {} is too long (at most 36500d)",
+            humantime::format_duration(value)
+        ));
+    }
+    Ok(())
+}
+
+/// `url` with a relative `sqlite:` path made absolute against the directory of
+/// the config file at `config_path` (DESIGN §7); any other URL unchanged.
+fn resolve_sqlite_path(url: &str, config_path: &Path) -> String {
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return url.to_string();
+    };
+    let (file, query) = match rest.find('?') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if file.is_empty() || file.starts_with(':') || Path::new(file).is_absolute() {
+        return url.to_string();
+    }
+    let dir = config_path.parent().unwrap_or(Path::new(""));
+    let joined = dir.join(file);
+    let absolute = std::path::absolute(&joined).unwrap_or(joined);
+    format!("sqlite://{}{query}", absolute.display())
 }
 
 /// Names of sources, topics and webhooks: `[a-z0-9-]+`.
@@ -587,14 +752,34 @@ fn expand_vars(value: &str, env: &impl Fn(&str) -> Option<String>) -> Result<Str
 }
 
 /// A database URL with any password replaced, for logs and messages.
+/// Both places a Postgres URL may carry one: `user:password@` and `?password=`.
 pub fn redact_url(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
+    let Ok(mut u) = Url::parse(url) else {
+        return url.to_string();
+    };
+    let secret_param = |key: &str| key.eq_ignore_ascii_case("password");
+    let in_query = u.query_pairs().any(|(k, _)| secret_param(&k));
+    if u.password().is_none() && !in_query {
+        return url.to_string();
     }
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+    }
+    if in_query {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret_param(&k) {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
 }
 
 #[cfg(test)]
@@ -611,7 +796,11 @@ mod tests {
     #[test]
     fn an_empty_file_gives_every_default() {
         let c = parse("").unwrap();
-        assert_eq!(c.database.url, "sqlite://feedwatch.db");
+        let here = std::env::current_dir().unwrap();
+        assert_eq!(
+            c.database.url,
+            format!("sqlite://{}", here.join("feedwatch.db").display())
+        );
         assert_eq!(c.http.max_body_bytes, 10_485_760);
         assert_eq!(c.defaults.interval, Duration::from_secs(600));
         assert_eq!(c.dedup.window, Duration::from_secs(7 * 86400));
@@ -681,6 +870,96 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("no topic named \"u\""), "{err}");
+    }
+
+    #[test]
+    fn an_empty_file_is_valid_but_warned_about() {
+        let warnings = parse("").unwrap().warnings().join("\n");
+        assert!(
+            warnings.contains("no [[sources]]") && warnings.contains("no [[topics]]"),
+            "{warnings}"
+        );
+    }
+
+    #[test]
+    fn settings_run_would_trip_over_are_rejected_with_their_key() {
+        for (text, key) in [
+            ("[admin]\nlisten = \"nonsense\"\n", "admin.listen"),
+            ("[admin]\nlisten = \"localhost\"\n", "admin.listen"),
+            ("[http]\ntimeout = \"0s\"\n", "http.timeout"),
+            ("[http]\nconnect_timeout = \"0s\"\n", "http.connect_timeout"),
+            ("[http]\nmax_body_bytes = 0\n", "http.max_body_bytes"),
+            ("[http]\nuser_agent = \"a\\nb\"\n", "http.user_agent"),
+            ("[delivery]\ntimeout = \"0s\"\n", "delivery.timeout"),
+            (
+                "[delivery]\nbackoff_base = \"0s\"\n",
+                "delivery.backoff_base",
+            ),
+            ("[defaults]\ninterval = \"1ms\"\n", "defaults.interval"),
+            ("[defaults]\nfailing_after = 0\n", "defaults.failing_after"),
+            (
+                "[http]\nglobal_concurrency = 9000000000000000000\n",
+                "http.global_concurrency",
+            ),
+            (
+                "[daemon]\nshutdown_grace = \"0s\"\n",
+                "daemon.shutdown_grace",
+            ),
+            ("[dedup]\nwindow = \"1000000d\"\n", "dedup.window"),
+            (
+                "[[sources]]\nname = \"a\"\nkind = \"feed\"\nurl = \"https://e.org/\"\ninterval = \"10ms\"\n",
+                "sources[0] (line 2).interval",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text:?}: {err}");
+        }
+        assert!(parse("[admin]\nlisten = \"127.0.0.1:9187\"\n").is_ok());
+        assert!(parse("[admin]\nlisten = \"[::1]:9187\"\n").is_ok());
+    }
+
+    #[test]
+    fn a_relative_sqlite_path_is_relative_to_the_config_file() {
+        let at = |url: &str| {
+            let text = format!("[database]\nurl = \"{url}\"\n");
+            Config::from_toml(&text, Path::new("/etc/feedwatch/config.toml"), |_| None)
+                .unwrap()
+                .database
+                .url
+        };
+        assert_eq!(at("sqlite://fw.db"), "sqlite:///etc/feedwatch/fw.db");
+        assert_eq!(
+            at("sqlite:data/fw.db?mode=rwc"),
+            "sqlite:///etc/feedwatch/data/fw.db?mode=rwc"
+        );
+        assert_eq!(
+            at("sqlite:///var/lib/feedwatch/fw.db"),
+            "sqlite:///var/lib/feedwatch/fw.db"
+        );
+        assert_eq!(at("sqlite::memory:"), "sqlite::memory:");
+        assert_eq!(at("postgres://u@h/db"), "postgres://u@h/db");
+        // The environment's override is taken as given.
+        let c = Config::from_toml("", Path::new("/etc/feedwatch/config.toml"), |name| {
+            (name == DATABASE_URL_ENV).then(|| "sqlite://here.db".to_string())
+        })
+        .unwrap();
+        assert_eq!(c.database.url, "sqlite://here.db");
+    }
+
+    #[test]
+    fn passwords_in_database_urls_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://fw:s3cret@db/feedwatch"),
+            "postgres://fw:***@db/feedwatch"
+        );
+        assert_eq!(
+            redact_url("postgres://db/feedwatch?user=fw&password=s3cret&sslmode=require"),
+            "postgres://db/feedwatch?user=fw&password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact_url("sqlite:///var/lib/feedwatch/fw.db"),
+            "sqlite:///var/lib/feedwatch/fw.db"
+        );
     }
 
     #[test]

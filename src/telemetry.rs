@@ -1,6 +1,9 @@
 //! Telemetry: the tracing subscriber every command installs first. Filtered by
 //! `RUST_LOG` (default `info`), written to stderr as text for people or as JSON
-//! lines for machines (`--log-format json`).
+//! lines for machines (`--log-format json`). A fatal error ends a command with
+//! exactly one message, in the same format.
+
+use std::sync::OnceLock;
 
 use tracing_subscriber::EnvFilter;
 
@@ -11,8 +14,12 @@ pub enum LogFormat {
     Json,
 }
 
+/// The format [`init`] was first called with.
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
 /// Installs the global subscriber. Safe to call more than once (later calls do nothing).
 pub fn init(format: LogFormat) {
+    let _ = FORMAT.set(format);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -22,4 +29,51 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// Prints the error that ends a command, once: `error: …` on stderr, or with
+/// `--log-format json` one JSON log line (level ERROR), so journald and log
+/// shippers see each failure a single time.
+pub fn report_fatal(message: &str) {
+    match FORMAT.get() {
+        Some(LogFormat::Json) => tracing::error!(fatal = true, "{message}"),
+        _ => eprintln!("error: {message}"),
+    }
+}
+
+/// An error and its causes on one line, `outer: cause: root`, leaving out a
+/// cause whose text the line already holds (database drivers often repeat their
+/// cause inside their own message).
+pub fn error_chain(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("database error: {0}")]
+    struct Wrapping(#[source] std::io::Error);
+
+    #[test]
+    fn a_cause_repeated_in_its_parent_is_printed_once() {
+        let inner = std::io::Error::other("connection refused");
+        let error = anyhow::Error::new(Wrapping(inner)).context("opening the store");
+        assert_eq!(
+            error_chain(&error),
+            "opening the store: database error: connection refused"
+        );
+    }
 }

@@ -6,6 +6,7 @@
 //! are written in one transaction, the new/update/duplicate verdict is taken
 //! inside it, and claims of sources and deliveries commit before any HTTP call.
 
+mod open;
 mod postgres;
 mod sqlite;
 mod verdict;
@@ -18,18 +19,21 @@ use uuid::Uuid;
 
 use crate::topics::TopicMatch;
 
+pub use open::{ConnectProblem, OpenMode};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// What went wrong talking to the database.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database could not be opened or reached.
-    #[error("cannot connect to {url}: {source}")]
+    /// The database could not be opened or reached; `problem` says why, `url` where
+    /// (its password redacted).
+    #[error("cannot open the store at {url}: {problem}")]
     Connect {
         url: String,
+        problem: Box<ConnectProblem>,
         #[source]
-        source: sqlx::Error,
+        source: Option<sqlx::Error>,
     },
     /// Migrations failed to apply.
     #[error("database migration failed: {0}")]
@@ -504,14 +508,30 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self);
 }
 
-/// Opens the store `url` names and runs its migrations.
+/// Opens the store `url` names to write — creating a missing SQLite file — and runs
+/// its migrations: what `run` and `once` do.
 pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Store>> {
+    open(url, max_connections, OpenMode::Create).await
+}
+
+/// Opens an existing store for a command that inspects or re-drives what is stored
+/// (`deliveries`, and any other command that must not create a database): a missing
+/// SQLite file, a database without feedwatch's schema or with an older one is an
+/// error; nothing is created or migrated.
+pub async fn connect_existing(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Store>> {
+    open(url, max_connections, OpenMode::Existing).await
+}
+
+/// Opens the store `url` names in `mode`.
+pub async fn open(url: &str, max_connections: u32, mode: OpenMode) -> StoreResult<Arc<dyn Store>> {
     if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         Ok(Arc::new(
-            PostgresStore::connect(url, max_connections).await?,
+            PostgresStore::open(url, max_connections, mode).await?,
         ))
     } else {
-        Ok(Arc::new(SqliteStore::connect(url, max_connections).await?))
+        Ok(Arc::new(
+            SqliteStore::open(url, max_connections, mode).await?,
+        ))
     }
 }
 

@@ -16,6 +16,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
+use super::open::{self, ConnectProblem, OpenMode};
 use super::verdict::{self, Candidate, PollTx, StoredStory, Streak};
 use super::{
     Counts, Delivery, DeliveryInfo, DeliveryResult, KnownStory, NEAR_DUP_MAX_CANDIDATES,
@@ -53,18 +54,40 @@ pub struct PostgresStore {
 impl PostgresStore {
     /// Connects and runs migrations.
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<PostgresStore> {
-        let connect_err = |source| StoreError::Connect {
-            url: crate::config::redact_url(url),
-            source,
-        };
-        let options = PgConnectOptions::from_str(url).map_err(connect_err)?;
+        Self::open(url, max_connections, OpenMode::Create).await
+    }
+
+    /// Connects; in [`OpenMode::Create`] runs migrations, in [`OpenMode::Existing`]
+    /// checks that the database has the current schema. One direct connection comes
+    /// first, so an unreachable or misconfigured server is reported at once, in plain
+    /// words, rather than as a pool timeout.
+    pub async fn open(
+        url: &str,
+        max_connections: u32,
+        mode: OpenMode,
+    ) -> StoreResult<PostgresStore> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| open::connect_error(url, ConnectProblem::BadUrl, Some(e)))?;
+        open::probe_postgres(url, &options).await?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await
-            .map_err(connect_err)?;
-        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+            .map_err(|e| open::connect_error(url, ConnectProblem::Other, Some(e)))?;
+        let migrator = sqlx::migrate!("migrations/postgres");
+        match mode {
+            OpenMode::Create => migrator.run(&pool).await.map_err(StoreError::Migrate)?,
+            OpenMode::Existing => {
+                let applied = sqlx::query_scalar(open::SCHEMA_VERSION_SQL)
+                    .fetch_one(&pool)
+                    .await;
+                if let Err(e) = open::check_schema(url, applied, &migrator) {
+                    pool.close().await;
+                    return Err(e);
+                }
+            }
+        }
         Ok(PostgresStore { pool })
     }
 

@@ -14,6 +14,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
+use super::open::{self, ConnectProblem, OpenMode};
 use super::verdict::{self, Candidate, PollTx, StoredStory, Streak};
 use super::{
     Counts, Delivery, DeliveryInfo, DeliveryResult, KnownStory, NEAR_DUP_MAX_CANDIDATES,
@@ -86,13 +87,19 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if missing) the database file and runs migrations.
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<SqliteStore> {
-        let connect_err = |source| StoreError::Connect {
-            url: url.to_string(),
-            source,
-        };
+        Self::open(url, max_connections, OpenMode::Create).await
+    }
+
+    /// Opens the database file: in [`OpenMode::Create`] creating it if missing and
+    /// running migrations, in [`OpenMode::Existing`] only if it exists with the
+    /// current schema.
+    pub async fn open(url: &str, max_connections: u32, mode: OpenMode) -> StoreResult<SqliteStore> {
         let options = SqliteConnectOptions::from_str(url)
-            .map_err(connect_err)?
-            .create_if_missing(true)
+            .map_err(|e| open::connect_error(url, ConnectProblem::BadUrl, Some(e)))?;
+        let path = options.get_filename().to_path_buf();
+        open::check_sqlite_path(&path, mode).map_err(|p| open::connect_error(url, p, None))?;
+        let options = options
+            .create_if_missing(mode == OpenMode::Create)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
@@ -101,8 +108,35 @@ impl SqliteStore {
             .max_connections(max_connections.max(1))
             .connect_with(options)
             .await
-            .map_err(connect_err)?;
-        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+            .map_err(|e| {
+                // Say whether the file or its directory is not writable.
+                let problem = match mode {
+                    OpenMode::Create => open::diagnose_sqlite_write(&path),
+                    OpenMode::Existing => None,
+                };
+                open::connect_error(url, problem.unwrap_or(ConnectProblem::Other), Some(e))
+            })?;
+        let migrator = sqlx::migrate!("migrations/sqlite");
+        match mode {
+            OpenMode::Create => {
+                if let Err(e) = migrator.run(&pool).await {
+                    pool.close().await;
+                    return Err(match open::diagnose_sqlite_write(&path) {
+                        Some(problem) => open::connect_error(url, problem, None),
+                        None => StoreError::Migrate(e),
+                    });
+                }
+            }
+            OpenMode::Existing => {
+                let applied = sqlx::query_scalar(open::SCHEMA_VERSION_SQL)
+                    .fetch_one(&pool)
+                    .await;
+                if let Err(e) = open::check_schema(url, applied, &migrator) {
+                    pool.close().await;
+                    return Err(e);
+                }
+            }
+        }
         Ok(SqliteStore { pool })
     }
 

@@ -12,6 +12,11 @@ mod once;
 mod daemon;
 // Bad configuration files and the exit code 2.
 mod config_cli;
+// Opening the store: clear connection errors, relative SQLite paths, and
+// commands that only read creating nothing.
+mod store_open;
+// The systemd unit: `systemd-analyze verify` and `security` (at most 1.5).
+mod service;
 // The Store contract on both backends.
 mod store;
 // Article pages: full text for excerpt feeds, html listing sources.
