@@ -17,6 +17,8 @@
 
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
 
+use crate::text::entities::decode_entities;
+
 /// Tags whose start or end breaks the text into a new line.
 const BLOCK_TAGS: &[&str] = &[
     "address",
@@ -90,7 +92,8 @@ const TRAILING_LINKS: &[&str] = &["read more", "continue reading"];
 /// Normalises a story body for hashing and fingerprinting (see the module docs for the
 /// steps). The result is one line of lowercase words separated by single spaces.
 pub fn normalize_body(text: &str) -> String {
-    let plain = decode_entities(&strip_markup(text));
+    let stripped = strip_markup(text);
+    let plain = decode_entities(&stripped);
     let mut out = String::with_capacity(plain.len());
     for line in plain.lines() {
         let line = fold_characters(strip_yoast_footer(line));
@@ -191,63 +194,6 @@ fn skip_past_end_tag<'a>(text: &'a str, name: &str) -> &'a str {
             .map_or("", |end| &text[start + end + 1..]),
         None => "",
     }
-}
-
-/// Decodes numeric character references and the named ones that news markup uses;
-/// anything else is left as written.
-fn decode_entities(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(amp) = rest.find('&') {
-        out.push_str(&rest[..amp]);
-        let after = &rest[amp + 1..];
-        let decoded = after
-            .find(';')
-            .filter(|&semi| semi <= 10)
-            .and_then(|semi| decode_entity(&after[..semi]).map(|c| (c, semi)));
-        match decoded {
-            Some((c, semi)) => {
-                out.push(c);
-                rest = &after[semi + 1..];
-            }
-            None => {
-                out.push('&');
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// The character an entity name (between `&` and `;`) stands for.
-fn decode_entity(name: &str) -> Option<char> {
-    if let Some(number) = name.strip_prefix('#') {
-        let code = match number.strip_prefix(['x', 'X']) {
-            Some(hex) => u32::from_str_radix(hex, 16).ok()?,
-            None => number.parse().ok()?,
-        };
-        return char::from_u32(code);
-    }
-    Some(match name {
-        "amp" => '&',
-        "lt" => '<',
-        "gt" => '>',
-        "quot" => '"',
-        "apos" => '\'',
-        "nbsp" => ' ',
-        "hellip" => '…',
-        "mdash" => '—',
-        "ndash" => '–',
-        "lsquo" => '‘',
-        "rsquo" => '’',
-        "ldquo" => '“',
-        "rdquo" => '”',
-        "pound" => '£',
-        "euro" => '€',
-        "copy" => '©',
-        _ => return None,
-    })
 }
 
 /// Removes the Yoast SEO feed footer `The post <title> appeared first on <site>.` from a

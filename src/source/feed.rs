@@ -48,6 +48,8 @@ use feed_rs::model::{self, Feed, Text};
 use feed_rs::parser::{Builder, ParseErrorKind, ParseFeedError};
 use url::Url;
 
+use crate::text::entities::decode_entities;
+
 pub use charset::decode_feed_text;
 
 /// One item of a feed: a candidate story, before normalisation and de-duplication.
@@ -558,70 +560,5 @@ fn html_title_to_text(html: &str) -> String {
             (true, _) => {}
         }
     }
-    decode_character_references(&without_tags)
-}
-
-/// Decodes numeric references and the named ones seen in titles; unknown names stay as
-/// they are.
-fn decode_character_references(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(at) = rest.find('&') {
-        out.push_str(&rest[..at]);
-        rest = &rest[at..];
-        let decoded = rest[1..]
-            .find(';')
-            .filter(|end| *end <= 32)
-            .and_then(|end| reference_char(&rest[1..=end]).map(|c| (c, end + 2)));
-        match decoded {
-            Some((c, len)) => {
-                out.push(c);
-                rest = &rest[len..];
-            }
-            None => {
-                out.push('&');
-                rest = &rest[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-fn reference_char(name: &str) -> Option<char> {
-    if let Some(num) = name.strip_prefix('#') {
-        let code = match num.strip_prefix(['x', 'X']) {
-            Some(hex) => u32::from_str_radix(hex, 16).ok()?,
-            None => num.parse().ok()?,
-        };
-        return char::from_u32(code).filter(|c| *c != '\0');
-    }
-    Some(match name {
-        "amp" => '&',
-        "lt" => '<',
-        "gt" => '>',
-        "quot" => '"',
-        "apos" => '\'',
-        "nbsp" => '\u{A0}',
-        "ndash" => '–',
-        "mdash" => '—',
-        "hellip" => '…',
-        "lsquo" => '‘',
-        "rsquo" => '’',
-        "ldquo" => '“',
-        "rdquo" => '”',
-        "laquo" => '«',
-        "raquo" => '»',
-        "copy" => '©',
-        "reg" => '®',
-        "trade" => '™',
-        "euro" => '€',
-        "pound" => '£',
-        "yen" => '¥',
-        "deg" => '°',
-        "middot" => '·',
-        "bull" => '•',
-        "times" => '×',
-        _ => return None,
-    })
+    decode_entities(&without_tags).into_owned()
 }
