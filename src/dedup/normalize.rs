@@ -18,45 +18,7 @@
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
 
 use crate::text::entities::decode_entities;
-
-/// Tags whose start or end breaks the text into a new line.
-const BLOCK_TAGS: &[&str] = &[
-    "address",
-    "article",
-    "aside",
-    "blockquote",
-    "br",
-    "dd",
-    "div",
-    "dl",
-    "dt",
-    "figcaption",
-    "figure",
-    "footer",
-    "h1",
-    "h2",
-    "h3",
-    "h4",
-    "h5",
-    "h6",
-    "header",
-    "hr",
-    "li",
-    "main",
-    "nav",
-    "ol",
-    "p",
-    "pre",
-    "section",
-    "table",
-    "td",
-    "th",
-    "tr",
-    "ul",
-];
-
-/// Tags whose whole content is not text a reader sees.
-const HIDDEN_TAGS: &[&str] = &["script", "style", "noscript", "template"];
+use crate::text::markup::strip_markup;
 
 /// Starts of lines that are site furniture, not story, when the line is short.
 const BOILERPLATE_STARTS: &[&str] = &[
@@ -118,82 +80,6 @@ pub fn content_hash(text: &str) -> String {
     blake3::hash(normalize_body(text).as_bytes())
         .to_hex()
         .to_string()
-}
-
-/// Removes tags and comments, turning block tags into line breaks and dropping hidden
-/// elements with their content. A `<` that does not open a tag is kept as text.
-fn strip_markup(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(open) = rest.find('<') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open..];
-        if let Some(comment) = after.strip_prefix("<!--") {
-            rest = comment.find("-->").map_or("", |end| &comment[end + 3..]);
-            continue;
-        }
-        let Some(tag) = parse_tag(after) else {
-            out.push('<');
-            rest = &after[1..];
-            continue;
-        };
-        rest = &after[tag.len..];
-        if BLOCK_TAGS.contains(&tag.name.as_str()) {
-            out.push('\n');
-        }
-        if !tag.closing && HIDDEN_TAGS.contains(&tag.name.as_str()) {
-            rest = skip_past_end_tag(rest, &tag.name);
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// A tag found at the start of some text.
-struct Tag {
-    /// Lowercase name (`p`, `br`, `!doctype`, …).
-    name: String,
-    /// Whether it is an end tag (`</p>`).
-    closing: bool,
-    /// Bytes from `<` to `>` inclusive.
-    len: usize,
-}
-
-/// Reads the tag at the start of `text` (which starts with `<`), or `None` when the `<` is
-/// not followed by a tag name (e.g. `a < b`) or the tag is never closed.
-fn parse_tag(text: &str) -> Option<Tag> {
-    let body = &text[1..];
-    let (closing, body) = match body.strip_prefix('/') {
-        Some(rest) => (true, rest),
-        None => (false, body),
-    };
-    let first = body.chars().next()?;
-    if !(first.is_ascii_alphabetic() || first == '!' || first == '?') {
-        return None;
-    }
-    let name_len = body
-        .find(|c: char| c.is_whitespace() || c == '>' || c == '/')
-        .unwrap_or(body.len());
-    let name = body[..name_len].to_ascii_lowercase();
-    let end = text.find('>')?;
-    Some(Tag {
-        name,
-        closing,
-        len: end + 1,
-    })
-}
-
-/// The text after the end tag `</name>`, or nothing when the element is never closed.
-fn skip_past_end_tag<'a>(text: &'a str, name: &str) -> &'a str {
-    let lower = text.to_ascii_lowercase();
-    let needle = format!("</{name}");
-    match lower.find(&needle) {
-        // `to_ascii_lowercase` keeps byte offsets, so they index `text` as well.
-        Some(start) => text[start..]
-            .find('>')
-            .map_or("", |end| &text[start + end + 1..]),
-        None => "",
-    }
 }
 
 /// Removes the Yoast SEO feed footer `The post <title> appeared first on <site>.` from a

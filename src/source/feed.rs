@@ -49,6 +49,7 @@ use feed_rs::parser::{Builder, ParseErrorKind, ParseFeedError};
 use url::Url;
 
 use crate::text::entities::decode_entities;
+use crate::text::markup::strip_markup;
 
 pub use charset::decode_feed_text;
 
@@ -550,15 +551,5 @@ fn windows_1252_char(c: char) -> char {
 
 /// Tags removed, character references decoded: enough for a title, not a document.
 fn html_title_to_text(html: &str) -> String {
-    let mut without_tags = String::with_capacity(html.len());
-    let mut in_tag = false;
-    for c in html.chars() {
-        match (in_tag, c) {
-            (false, '<') => in_tag = true,
-            (true, '>') => in_tag = false,
-            (false, c) => without_tags.push(c),
-            (true, _) => {}
-        }
-    }
-    decode_entities(&without_tags).into_owned()
+    decode_entities(&strip_markup(html)).into_owned()
 }

@@ -4,3 +4,4 @@
 //! here so that a feed and a page, or a stored story and a fresh one, are read alike.
 
 pub(crate) mod entities;
+pub(crate) mod markup;
