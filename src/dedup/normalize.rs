@@ -17,6 +17,7 @@
 
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
 
+use crate::text::boilerplate::{remove_excerpt_markers, strip_yoast_footer};
 use crate::text::entities::decode_entities;
 use crate::text::markup::strip_markup;
 
@@ -59,7 +60,7 @@ pub fn normalize_body(text: &str) -> String {
     let mut out = String::with_capacity(plain.len());
     for line in plain.lines() {
         let line = fold_characters(strip_yoast_footer(line));
-        let line = strip_excerpt_markers(&line);
+        let line = remove_excerpt_markers(&line);
         let line = strip_trailing_link(&line);
         if is_boilerplate_line(line) {
             continue;
@@ -80,30 +81,6 @@ pub fn content_hash(text: &str) -> String {
     blake3::hash(normalize_body(text).as_bytes())
         .to_hex()
         .to_string()
-}
-
-/// Removes the Yoast SEO feed footer `The post <title> appeared first on <site>.` from a
-/// line, also when it is run together with the excerpt before it.
-fn strip_yoast_footer(line: &str) -> &str {
-    const MARKER: &str = " appeared first on ";
-    let Some(marker) = line.rfind(MARKER) else {
-        return line;
-    };
-    let head = &line[..marker];
-    let starts: Vec<usize> = head.match_indices("The post ").map(|(i, _)| i).collect();
-    // The footer starts a line or follows the end of the excerpt (`[…]`, a full stop, …);
-    // an earlier "The post" mid-sentence, or one inside the title, is not its start.
-    let at_boundary = |&&i: &&usize| {
-        head[..i]
-            .trim_end()
-            .chars()
-            .next_back()
-            .is_none_or(|c| matches!(c, ']' | '.' | '…' | '!' | '?' | '"' | '”' | '»'))
-    };
-    match starts.iter().find(at_boundary).or(starts.last()) {
-        Some(&start) => &line[..start],
-        None => line,
-    }
 }
 
 /// NFKC, lowercase, ASCII quotes and dashes, no invisible characters.
@@ -133,15 +110,6 @@ fn fold_lowercase(chars: impl Iterator<Item = char>) -> String {
             c => Some(c),
         })
         .collect()
-}
-
-/// Removes excerpt markers (`[...]`, which `[…]` and `[&#8230;]` became after NFKC).
-fn strip_excerpt_markers(line: &str) -> String {
-    if line.contains("[...]") {
-        line.replace("[...]", " ")
-    } else {
-        line.to_owned()
-    }
 }
 
 /// Removes a `read more` / `continue reading` link text that ends a line.

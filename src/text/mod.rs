@@ -3,5 +3,6 @@
 //! normaliser ([`crate::normalize`]) and dedup ([`crate::dedup`]). Each helper exists once
 //! here so that a feed and a page, or a stored story and a fresh one, are read alike.
 
+pub(crate) mod boilerplate;
 pub(crate) mod entities;
 pub(crate) mod markup;
