@@ -4,5 +4,6 @@
 //! here so that a feed and a page, or a stored story and a fresh one, are read alike.
 
 pub(crate) mod boilerplate;
+pub(crate) mod charset;
 pub(crate) mod entities;
 pub(crate) mod markup;
