@@ -18,7 +18,7 @@
 //! 4. Each entry becomes a [`FeedEntry`], in document order. Nothing is dropped for lack
 //!    of a link, a title or a date (but feed-rs itself skips RSS 1.0 items without a link).
 //!
-//! Dates: feed-rs's timestamps go through our lenient reader (`date`), which reads the
+//! Dates: feed-rs's timestamps go through our lenient reader ([`crate::text::dates`]), which reads the
 //! RFC 822/ISO 8601 shapes seen in feeds, month names in several languages and zone
 //! names. A date without a zone is taken in the zone of the channel's own date, else UTC.
 //! `published` is the entry's publication date, else its update date. An entry with no
@@ -48,6 +48,7 @@ use feed_rs::model::{self, Feed, Text};
 use feed_rs::parser::{Builder, ParseErrorKind, ParseFeedError};
 use url::Url;
 
+use crate::text::dates;
 use crate::text::entities::decode_entities;
 use crate::text::markup::strip_markup;
 
@@ -318,7 +319,7 @@ fn run_feed_rs(
         .base_uri(Some(feed_url.as_str()))
         // No identifier is invented for entries without one: `guid` stays `None`.
         .id_generator(|_links, _title, _uri| String::new())
-        .timestamp_parser(move |text| date::parse_feed_date(text, default_offset))
+        .timestamp_parser(move |text| dates::read_date(text, default_offset))
         .build();
     catch_unwind(AssertUnwindSafe(|| parser.parse(text.as_bytes())))
         .map_err(|_| FeedError::ParserPanicked)

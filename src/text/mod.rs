@@ -5,5 +5,6 @@
 
 pub(crate) mod boilerplate;
 pub(crate) mod charset;
+pub(crate) mod dates;
 pub(crate) mod entities;
 pub(crate) mod markup;
