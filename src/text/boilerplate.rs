@@ -85,9 +85,13 @@ mod tests {
 
     #[test]
     fn a_marker_between_two_words_leaves_a_space() {
-        assert_eq!(remove_excerpt_markers("sails[…]at dawn"), "sails at dawn");
-        assert_eq!(remove_excerpt_markers("sails […] at"), "sails  at");
-        assert_eq!(remove_excerpt_markers("[...]sails[…]"), "sails");
+        for (text, without) in [
+            ("sails[…]at dawn", "sails at dawn"),
+            ("sails […] at", "sails  at"),
+            ("[...]sails[…]", "sails"),
+        ] {
+            assert_eq!(remove_excerpt_markers(text), without, "{text}");
+        }
     }
 
     #[test]

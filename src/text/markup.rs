@@ -152,35 +152,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn block_and_separator_tags_become_line_breaks_and_inline_tags_vanish() {
-        assert_eq!(
-            strip_markup("<p>un<b>believ</b>able</p>a<br/>b<td>c</td>"),
-            "\nunbelievable\na\nb\nc\n"
-        );
-    }
-
-    #[test]
-    fn hidden_elements_and_comments_go_with_their_content() {
-        assert_eq!(
-            strip_markup("a<!-- x --><SCRIPT type=x>if (a<b) {}</Script>b<style>p{}</style>"),
-            "ab"
-        );
-    }
-
-    #[test]
-    fn an_unclosed_hidden_element_hides_the_rest() {
-        assert_eq!(strip_markup("Visible <script>var hidden = 1;"), "Visible ");
-    }
-
-    #[test]
-    fn a_less_than_sign_that_opens_no_tag_is_text() {
-        assert_eq!(strip_markup("x < 2 and x<y, 3 <4"), "x < 2 and x<y, 3 <4");
-        assert_eq!(strip_markup("a <b unclosed"), "a <b unclosed");
-    }
-
-    #[test]
-    fn references_are_left_for_the_decoder() {
-        assert_eq!(strip_markup("<i>&lt;b&gt;</i>"), "&lt;b&gt;");
+    fn tags_go_text_stays_and_hidden_elements_go_with_their_content() {
+        let cases = [
+            // Block and separator tags end a line; inline tags just vanish.
+            (
+                "<p>un<b>believ</b>able</p>a<br/>b<td>c</td>",
+                "\nunbelievable\na\nb\nc\n",
+            ),
+            // Comments and hidden elements go, whatever their case or attributes.
+            (
+                "a<!-- x --><SCRIPT type=x>if (a<b) {}</Script>b<style>p{}</style>",
+                "ab",
+            ),
+            // An unclosed hidden element hides the rest.
+            ("Visible <script>var hidden = 1;", "Visible "),
+            // A `<` that opens no tag is text.
+            ("x < 2 and x<y, 3 <4", "x < 2 and x<y, 3 <4"),
+            ("a <b unclosed", "a <b unclosed"),
+            // References are left for the decoder.
+            ("<i>&lt;b&gt;</i>", "&lt;b&gt;"),
+        ];
+        for (html, text) in cases {
+            assert_eq!(strip_markup(html), text, "{html}");
+        }
     }
 
     #[test]
