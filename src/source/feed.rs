@@ -18,9 +18,10 @@
 //! 4. Each entry becomes a [`FeedEntry`], in document order. Nothing is dropped for lack
 //!    of a link, a title or a date (but feed-rs itself skips RSS 1.0 items without a link).
 //!
-//! Dates: feed-rs's timestamps go through our lenient reader ([`crate::text::dates`]), which reads the
-//! RFC 822/ISO 8601 shapes seen in feeds, month names in several languages and zone
-//! names. A date without a zone is taken in the zone of the channel's own date, else UTC.
+//! Dates: feed-rs's timestamps go through our lenient reader (`crate::text::dates`, shared
+//! with article extraction), which reads the RFC 822/ISO 8601 shapes seen in feeds, month
+//! names in several languages and zone names. A date without a zone is taken in the zone
+//! of the channel's own date (`date`), else UTC.
 //! `published` is the entry's publication date, else its update date. An entry with no
 //! readable date gets `fetched_at` and `date_was_missing = true`. A date more than one day
 //! after `fetched_at` is clamped to `fetched_at` (`date_was_missing` stays `false`: the
