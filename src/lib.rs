@@ -26,4 +26,5 @@ pub mod pipeline;
 pub mod source;
 pub mod store;
 pub mod telemetry;
+pub(crate) mod text;
 pub mod topics;

@@ -11,6 +11,7 @@ use url::Url;
 
 use crate::dedup;
 use crate::extract::html_to_text;
+use crate::text::boilerplate::{remove_excerpt_markers, strip_yoast_footer};
 
 /// A candidate story as a parser produced it.
 #[derive(Debug, Clone)]
@@ -110,15 +111,7 @@ pub fn normalize(raw: RawStory) -> Story {
 pub fn strip_feed_boilerplate(text: &str) -> String {
     let mut out: Vec<String> = Vec::new();
     for para in text.split("\n\n") {
-        let mut p = para.to_string();
-        if let Some(start) = p.find("The post ")
-            && p[start..].contains(" appeared first on ")
-        {
-            p.truncate(start);
-        }
-        for marker in ["[…]", "[...]", "[&#8230;]", "[&hellip;]"] {
-            p = p.replace(marker, "");
-        }
+        let p = remove_excerpt_markers(strip_yoast_footer(para));
         let p = p.trim();
         if !p.is_empty() {
             out.push(p.to_string());

@@ -17,44 +17,9 @@
 
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
 
-/// Tags whose start or end breaks the text into a new line.
-const BLOCK_TAGS: &[&str] = &[
-    "address",
-    "article",
-    "aside",
-    "blockquote",
-    "br",
-    "dd",
-    "div",
-    "dl",
-    "dt",
-    "figcaption",
-    "figure",
-    "footer",
-    "h1",
-    "h2",
-    "h3",
-    "h4",
-    "h5",
-    "h6",
-    "header",
-    "hr",
-    "li",
-    "main",
-    "nav",
-    "ol",
-    "p",
-    "pre",
-    "section",
-    "table",
-    "td",
-    "th",
-    "tr",
-    "ul",
-];
-
-/// Tags whose whole content is not text a reader sees.
-const HIDDEN_TAGS: &[&str] = &["script", "style", "noscript", "template"];
+use crate::text::boilerplate::{remove_excerpt_markers, strip_yoast_footer};
+use crate::text::entities::decode_entities;
+use crate::text::markup::strip_markup;
 
 /// Starts of lines that are site furniture, not story, when the line is short.
 const BOILERPLATE_STARTS: &[&str] = &[
@@ -90,11 +55,12 @@ const TRAILING_LINKS: &[&str] = &["read more", "continue reading"];
 /// Normalises a story body for hashing and fingerprinting (see the module docs for the
 /// steps). The result is one line of lowercase words separated by single spaces.
 pub fn normalize_body(text: &str) -> String {
-    let plain = decode_entities(&strip_markup(text));
+    let stripped = strip_markup(text);
+    let plain = decode_entities(&stripped);
     let mut out = String::with_capacity(plain.len());
     for line in plain.lines() {
         let line = fold_characters(strip_yoast_footer(line));
-        let line = strip_excerpt_markers(&line);
+        let line = remove_excerpt_markers(&line);
         let line = strip_trailing_link(&line);
         if is_boilerplate_line(line) {
             continue;
@@ -115,163 +81,6 @@ pub fn content_hash(text: &str) -> String {
     blake3::hash(normalize_body(text).as_bytes())
         .to_hex()
         .to_string()
-}
-
-/// Removes tags and comments, turning block tags into line breaks and dropping hidden
-/// elements with their content. A `<` that does not open a tag is kept as text.
-fn strip_markup(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(open) = rest.find('<') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open..];
-        if let Some(comment) = after.strip_prefix("<!--") {
-            rest = comment.find("-->").map_or("", |end| &comment[end + 3..]);
-            continue;
-        }
-        let Some(tag) = parse_tag(after) else {
-            out.push('<');
-            rest = &after[1..];
-            continue;
-        };
-        rest = &after[tag.len..];
-        if BLOCK_TAGS.contains(&tag.name.as_str()) {
-            out.push('\n');
-        }
-        if !tag.closing && HIDDEN_TAGS.contains(&tag.name.as_str()) {
-            rest = skip_past_end_tag(rest, &tag.name);
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// A tag found at the start of some text.
-struct Tag {
-    /// Lowercase name (`p`, `br`, `!doctype`, …).
-    name: String,
-    /// Whether it is an end tag (`</p>`).
-    closing: bool,
-    /// Bytes from `<` to `>` inclusive.
-    len: usize,
-}
-
-/// Reads the tag at the start of `text` (which starts with `<`), or `None` when the `<` is
-/// not followed by a tag name (e.g. `a < b`) or the tag is never closed.
-fn parse_tag(text: &str) -> Option<Tag> {
-    let body = &text[1..];
-    let (closing, body) = match body.strip_prefix('/') {
-        Some(rest) => (true, rest),
-        None => (false, body),
-    };
-    let first = body.chars().next()?;
-    if !(first.is_ascii_alphabetic() || first == '!' || first == '?') {
-        return None;
-    }
-    let name_len = body
-        .find(|c: char| c.is_whitespace() || c == '>' || c == '/')
-        .unwrap_or(body.len());
-    let name = body[..name_len].to_ascii_lowercase();
-    let end = text.find('>')?;
-    Some(Tag {
-        name,
-        closing,
-        len: end + 1,
-    })
-}
-
-/// The text after the end tag `</name>`, or nothing when the element is never closed.
-fn skip_past_end_tag<'a>(text: &'a str, name: &str) -> &'a str {
-    let lower = text.to_ascii_lowercase();
-    let needle = format!("</{name}");
-    match lower.find(&needle) {
-        // `to_ascii_lowercase` keeps byte offsets, so they index `text` as well.
-        Some(start) => text[start..]
-            .find('>')
-            .map_or("", |end| &text[start + end + 1..]),
-        None => "",
-    }
-}
-
-/// Decodes numeric character references and the named ones that news markup uses;
-/// anything else is left as written.
-fn decode_entities(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(amp) = rest.find('&') {
-        out.push_str(&rest[..amp]);
-        let after = &rest[amp + 1..];
-        let decoded = after
-            .find(';')
-            .filter(|&semi| semi <= 10)
-            .and_then(|semi| decode_entity(&after[..semi]).map(|c| (c, semi)));
-        match decoded {
-            Some((c, semi)) => {
-                out.push(c);
-                rest = &after[semi + 1..];
-            }
-            None => {
-                out.push('&');
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// The character an entity name (between `&` and `;`) stands for.
-fn decode_entity(name: &str) -> Option<char> {
-    if let Some(number) = name.strip_prefix('#') {
-        let code = match number.strip_prefix(['x', 'X']) {
-            Some(hex) => u32::from_str_radix(hex, 16).ok()?,
-            None => number.parse().ok()?,
-        };
-        return char::from_u32(code);
-    }
-    Some(match name {
-        "amp" => '&',
-        "lt" => '<',
-        "gt" => '>',
-        "quot" => '"',
-        "apos" => '\'',
-        "nbsp" => ' ',
-        "hellip" => '…',
-        "mdash" => '—',
-        "ndash" => '–',
-        "lsquo" => '‘',
-        "rsquo" => '’',
-        "ldquo" => '“',
-        "rdquo" => '”',
-        "pound" => '£',
-        "euro" => '€',
-        "copy" => '©',
-        _ => return None,
-    })
-}
-
-/// Removes the Yoast SEO feed footer `The post <title> appeared first on <site>.` from a
-/// line, also when it is run together with the excerpt before it.
-fn strip_yoast_footer(line: &str) -> &str {
-    const MARKER: &str = " appeared first on ";
-    let Some(marker) = line.rfind(MARKER) else {
-        return line;
-    };
-    let head = &line[..marker];
-    let starts: Vec<usize> = head.match_indices("The post ").map(|(i, _)| i).collect();
-    // The footer starts a line or follows the end of the excerpt (`[…]`, a full stop, …);
-    // an earlier "The post" mid-sentence, or one inside the title, is not its start.
-    let at_boundary = |&&i: &&usize| {
-        head[..i]
-            .trim_end()
-            .chars()
-            .next_back()
-            .is_none_or(|c| matches!(c, ']' | '.' | '…' | '!' | '?' | '"' | '”' | '»'))
-    };
-    match starts.iter().find(at_boundary).or(starts.last()) {
-        Some(&start) => &line[..start],
-        None => line,
-    }
 }
 
 /// NFKC, lowercase, ASCII quotes and dashes, no invisible characters.
@@ -301,15 +110,6 @@ fn fold_lowercase(chars: impl Iterator<Item = char>) -> String {
             c => Some(c),
         })
         .collect()
-}
-
-/// Removes excerpt markers (`[...]`, which `[…]` and `[&#8230;]` became after NFKC).
-fn strip_excerpt_markers(line: &str) -> String {
-    if line.contains("[...]") {
-        line.replace("[...]", " ")
-    } else {
-        line.to_owned()
-    }
 }
 
 /// Removes a `read more` / `continue reading` link text that ends a line.

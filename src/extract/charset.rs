@@ -6,15 +6,19 @@
 //! `<meta http-equiv="Content-Type">` within the first 1024 bytes, then statistical
 //! detection (chardetng). Decoding is lossy: bytes that do not decode become U+FFFD.
 
-use chardetng::{EncodingDetector, Iso2022JpDetection, Utf8Detection};
+use chardetng::Utf8Detection;
 use encoding_rs::{Encoding, UTF_8, UTF_16BE, UTF_16LE, X_USER_DEFINED};
+
+use crate::text::charset::{
+    charset_from_content_type, detect_encoding, encoding_for_label, sniff_bom,
+};
 
 /// How far into the page a `<meta>` charset declaration is looked for.
 const META_PRESCAN_BYTES: usize = 1024;
 
 /// Decodes a fetched page to a `String` (see the module docs for the order).
 pub fn decode_page(bytes: &[u8], content_type: Option<&str>) -> String {
-    if let Some((encoding, bom_len)) = Encoding::for_bom(bytes) {
+    if let Some((encoding, bom_len)) = sniff_bom(bytes) {
         return decode_with(encoding, &bytes[bom_len..]);
     }
     let encoding = content_type
@@ -27,18 +31,6 @@ pub fn decode_page(bytes: &[u8], content_type: Option<&str>) -> String {
 fn decode_with(encoding: &'static Encoding, bytes: &[u8]) -> String {
     let (text, _had_errors) = encoding.decode_without_bom_handling(bytes);
     text.into_owned()
-}
-
-/// The encoding named by a `charset=` parameter of a `Content-Type` value.
-pub(crate) fn charset_from_content_type(content_type: &str) -> Option<&'static Encoding> {
-    content_type.split(';').skip(1).find_map(|param| {
-        let (name, value) = param.split_once('=')?;
-        if !name.trim().eq_ignore_ascii_case("charset") {
-            return None;
-        }
-        let value = value.trim().trim_matches(|c| c == '"' || c == '\'').trim();
-        Encoding::for_label(value.as_bytes())
-    })
 }
 
 /// The encoding declared by a `<meta>` element near the start of the page
@@ -88,7 +80,7 @@ fn charset_from_meta_tag(attrs: &[u8]) -> Option<&'static Encoding> {
         }
     }
     if let Some(label) = charset {
-        return Encoding::for_label(label.trim().as_bytes());
+        return encoding_for_label(label.trim().as_bytes());
     }
     if is_content_type {
         let content = content?;
@@ -100,7 +92,7 @@ fn charset_from_meta_tag(attrs: &[u8]) -> Option<&'static Encoding> {
             .chars()
             .take_while(|c| !matches!(c, ';' | '"' | '\'') && !c.is_whitespace())
             .collect();
-        return Encoding::for_label(label.as_bytes());
+        return encoding_for_label(label.as_bytes());
     }
     None
 }
@@ -160,9 +152,7 @@ fn detect(bytes: &[u8]) -> &'static Encoding {
     if std::str::from_utf8(bytes).is_ok() {
         return UTF_8;
     }
-    let mut detector = EncodingDetector::new(Iso2022JpDetection::Deny);
-    detector.feed(bytes, true);
-    detector.guess(None, Utf8Detection::Allow)
+    detect_encoding(bytes, None, Utf8Detection::Allow)
 }
 
 fn find(haystack: &[u8], from: usize, needle: &[u8]) -> Option<usize> {

@@ -5,12 +5,13 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use url::Url;
 
 use super::links::resolve_http_url;
 use super::text::{FlatDom, collapse_whitespace, html_to_text};
+use crate::text::dates::read_page_date;
 
 /// schema.org types whose node describes the article itself.
 const ARTICLE_TYPES: &[&str] = &[
@@ -100,7 +101,7 @@ impl PageMetadata {
                             .attr("itemprop")
                             .is_some_and(|p| p.eq_ignore_ascii_case("datePublished"));
                     if marked {
-                        found.time_published = element.attr("datetime").and_then(parse_datetime);
+                        found.time_published = element.attr("datetime").and_then(read_page_date);
                     }
                 }
                 _ => {}
@@ -224,7 +225,7 @@ impl PageMetadata {
                 meta_keys
                     .iter()
                     .filter_map(|k| self.meta.get(*k))
-                    .find_map(|v| parse_datetime(v))
+                    .find_map(|v| read_page_date(v))
             })
             .or(self.time_published)
     }
@@ -336,7 +337,7 @@ fn collect_json_ld(raw: &str, articles: &mut Vec<JsonLdArticle>, sites: &mut Vec
         let published = ["datePublished", "dateCreated"]
             .iter()
             .filter_map(|k| node.get(*k)?.as_str())
-            .find_map(parse_datetime);
+            .find_map(read_page_date);
         let publisher = node
             .get("publisher")
             .map(|p| resolve_ref(p, &by_id))
@@ -540,84 +541,6 @@ pub(crate) fn is_timestamp_title(title: &str) -> bool {
     has_clock && has_year && words <= 6
 }
 
-/// Parses the date formats seen in article metadata; times without a zone are UTC.
-pub(crate) fn parse_datetime(raw: &str) -> Option<DateTime<Utc>> {
-    let s = raw.trim();
-    if s.is_empty() {
-        return None;
-    }
-    let parsed = parse_datetime_inner(s)?;
-    (1990..=2100)
-        .contains(&chrono::Datelike::year(&parsed))
-        .then_some(parsed)
-}
-
-fn parse_datetime_inner(s: &str) -> Option<DateTime<Utc>> {
-    if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
-        return Some(dt.with_timezone(&Utc));
-    }
-    if let Ok(dt) = DateTime::parse_from_rfc2822(s) {
-        return Some(dt.with_timezone(&Utc));
-    }
-    // A trailing "Z" that RFC 3339 did not accept (missing seconds, say).
-    let zoned = s
-        .strip_suffix('Z')
-        .or_else(|| s.strip_suffix('z'))
-        .map(|rest| format!("{rest}+00:00"));
-    let s_zoned = zoned.as_deref().unwrap_or(s);
-    const WITH_ZONE: &[&str] = &[
-        "%Y-%m-%dT%H:%M:%S%.f%:z",
-        "%Y-%m-%dT%H:%M:%S%.f%z",
-        "%Y-%m-%dT%H:%M%:z",
-        "%Y-%m-%dT%H:%M%z",
-        "%Y-%m-%d %H:%M:%S%.f%:z",
-        "%Y-%m-%d %H:%M:%S%.f%z",
-        "%Y-%m-%d %H:%M:%S%.f %z",
-        "%Y-%m-%d %H:%M%:z",
-    ];
-    for format in WITH_ZONE {
-        if let Ok(dt) = DateTime::parse_from_str(s_zoned, format) {
-            return Some(dt.with_timezone(&Utc));
-        }
-    }
-    const NAIVE: &[&str] = &[
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M",
-        "%Y-%m-%d %H:%M",
-        "%Y/%m/%d %H:%M:%S",
-        "%Y/%m/%d %H:%M",
-    ];
-    for format in NAIVE {
-        if let Ok(dt) = NaiveDateTime::parse_from_str(s, format) {
-            return Some(Utc.from_utc_datetime(&dt));
-        }
-    }
-    for format in [
-        "%Y-%m-%d",
-        "%Y/%m/%d",
-        "%Y%m%d",
-        "%B %d, %Y",
-        "%b %d, %Y",
-        "%d %B %Y",
-    ] {
-        if let Ok(date) = NaiveDate::parse_from_str(s, format) {
-            return date
-                .and_hms_opt(0, 0, 0)
-                .map(|dt| Utc.from_utc_datetime(&dt));
-        }
-    }
-    if s.len() >= 9 && s.len() <= 13 && s.chars().all(|c| c.is_ascii_digit()) {
-        let n: i64 = s.parse().ok()?;
-        return if s.len() == 13 {
-            DateTime::from_timestamp_millis(n)
-        } else {
-            DateTime::from_timestamp(n, 0)
-        };
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -626,30 +549,6 @@ mod tests {
         DateTime::parse_from_rfc3339(s)
             .expect("test date")
             .with_timezone(&Utc)
-    }
-
-    #[test]
-    fn dates_in_common_metadata_formats_are_read_as_utc() {
-        let cases = [
-            ("2015-07-24T05:36:09+01:00", "2015-07-24T04:36:09Z"),
-            ("2024-04-20T04:20:00.000Z", "2024-04-20T04:20:00Z"),
-            ("2019-04-28 06:01:07", "2019-04-28T06:01:07Z"),
-            ("2020-02-19T10:00:00-0500", "2020-02-19T15:00:00Z"),
-            ("2020-02-19T10:00Z", "2020-02-19T10:00:00Z"),
-            ("Tue, 03 Nov 2026 08:15:00 +0800", "2026-11-03T00:15:00Z"),
-            ("2026-11-03", "2026-11-03T00:00:00Z"),
-            ("1762156800", "2025-11-03T08:00:00Z"),
-        ];
-        for (raw, expected) in cases {
-            assert_eq!(parse_datetime(raw), Some(utc(expected)), "{raw}");
-        }
-    }
-
-    #[test]
-    fn unreadable_or_absurd_dates_are_none() {
-        for raw in ["", "yesterday", "0000-00-00", "1970-01-01T00:00:00Z", "12"] {
-            assert_eq!(parse_datetime(raw), None, "{raw}");
-        }
     }
 
     #[test]

@@ -36,7 +36,8 @@ pub use charset::decode_page;
 pub use links::{compile_link_selector, extract_links};
 pub use text::html_to_text;
 
-use metadata::{PageMetadata, parse_datetime};
+use crate::text::dates::read_page_date;
+use metadata::PageMetadata;
 use text::{FlatDom, collapse_whitespace};
 
 /// Why a source's extraction settings cannot be used.
@@ -182,8 +183,8 @@ fn selected_datetime(document: &Html, selector: &Selector) -> Option<DateTime<Ut
         ["datetime", "content"]
             .iter()
             .filter_map(|a| e.attr(a))
-            .find_map(parse_datetime)
-            .or_else(|| parse_datetime(&collapse_whitespace(&e.text().collect::<String>())))
+            .find_map(read_page_date)
+            .or_else(|| read_page_date(&collapse_whitespace(&e.text().collect::<String>())))
     })
 }
 

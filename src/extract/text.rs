@@ -11,60 +11,11 @@ use ego_tree::NodeRef;
 use ego_tree::iter::Edge;
 use scraper::{Html, Node};
 
-/// Elements whose content never becomes text: code, styling, embedded or
-/// interactive widgets, navigation and document metadata.
-const SKIPPED_TAGS: &[&str] = &[
-    "script", "style", "noscript", "template", "iframe", "nav", "aside", "form", "button", "svg",
-    "head", "title", "select", "textarea", "input", "object", "embed", "canvas", "audio", "video",
-    "map", "math", "dialog", "link", "meta", "option", "datalist", "frameset", "frame",
-];
-
-/// Elements that start and end a paragraph of their own.
-const BLOCK_TAGS: &[&str] = &[
-    "address",
-    "article",
-    "blockquote",
-    "body",
-    "caption",
-    "center",
-    "dd",
-    "details",
-    "div",
-    "dl",
-    "dt",
-    "fieldset",
-    "figcaption",
-    "figure",
-    "footer",
-    "h1",
-    "h2",
-    "h3",
-    "h4",
-    "h5",
-    "h6",
-    "header",
-    "hgroup",
-    "hr",
-    "html",
-    "legend",
-    "li",
-    "main",
-    "ol",
-    "p",
-    "pre",
-    "section",
-    "summary",
-    "table",
-    "tbody",
-    "tfoot",
-    "thead",
-    "tr",
-    "ul",
-];
+use crate::text::markup::{BLOCK_TAGS, FURNITURE_TAGS, HIDDEN_TAGS};
 
 /// Whether an element of this (lower-case) name is never rendered as text.
 pub(crate) fn is_skipped_tag(name: &str) -> bool {
-    SKIPPED_TAGS.contains(&name)
+    HIDDEN_TAGS.contains(&name) || FURNITURE_TAGS.contains(&name)
 }
 
 /// Whether an element of this (lower-case) name is a paragraph-level block.

@@ -16,6 +16,7 @@ use crate::config::SourceConfig;
 use crate::normalize::RawStory;
 use crate::source::feed::{FeedEntry, parse_feed};
 use crate::store::PageFailure;
+use crate::text::boilerplate::has_excerpt_marker;
 
 /// Polls a feed source once, filling `polled` with what it produced.
 pub(super) async fn poll(
@@ -166,11 +167,7 @@ fn wants_page<'e>(spec: &SourceConfig, entry: &'e FeedEntry) -> Option<&'e Url> 
         return None;
     }
     let summary = entry.summary_html.as_deref().unwrap_or("");
-    let excerpt = summary.trim().is_empty()
-        || summary.contains("[&#8230;]")
-        || summary.contains("[…]")
-        || summary.contains("[...]")
-        || summary.contains("[&hellip;]");
+    let excerpt = summary.trim().is_empty() || has_excerpt_marker(summary);
     excerpt.then_some(link)
 }
 

@@ -18,9 +18,10 @@
 //! 4. Each entry becomes a [`FeedEntry`], in document order. Nothing is dropped for lack
 //!    of a link, a title or a date (but feed-rs itself skips RSS 1.0 items without a link).
 //!
-//! Dates: feed-rs's timestamps go through our lenient reader (`date`), which reads the
-//! RFC 822/ISO 8601 shapes seen in feeds, month names in several languages and zone
-//! names. A date without a zone is taken in the zone of the channel's own date, else UTC.
+//! Dates: feed-rs's timestamps go through our lenient reader (`crate::text::dates`, shared
+//! with article extraction), which reads the RFC 822/ISO 8601 shapes seen in feeds, month
+//! names in several languages and zone names. A date without a zone is taken in the zone
+//! of the channel's own date (`date`), else UTC.
 //! `published` is the entry's publication date, else its update date. An entry with no
 //! readable date gets `fetched_at` and `date_was_missing = true`. A date more than one day
 //! after `fetched_at` is clamped to `fetched_at` (`date_was_missing` stays `false`: the
@@ -47,6 +48,10 @@ use chrono::{DateTime, Duration, FixedOffset, Utc};
 use feed_rs::model::{self, Feed, Text};
 use feed_rs::parser::{Builder, ParseErrorKind, ParseFeedError};
 use url::Url;
+
+use crate::text::dates;
+use crate::text::entities::decode_entities;
+use crate::text::markup::strip_markup;
 
 pub use charset::decode_feed_text;
 
@@ -315,7 +320,7 @@ fn run_feed_rs(
         .base_uri(Some(feed_url.as_str()))
         // No identifier is invented for entries without one: `guid` stays `None`.
         .id_generator(|_links, _title, _uri| String::new())
-        .timestamp_parser(move |text| date::parse_feed_date(text, default_offset))
+        .timestamp_parser(move |text| dates::read_date(text, default_offset))
         .build();
     catch_unwind(AssertUnwindSafe(|| parser.parse(text.as_bytes())))
         .map_err(|_| FeedError::ParserPanicked)
@@ -548,80 +553,5 @@ fn windows_1252_char(c: char) -> char {
 
 /// Tags removed, character references decoded: enough for a title, not a document.
 fn html_title_to_text(html: &str) -> String {
-    let mut without_tags = String::with_capacity(html.len());
-    let mut in_tag = false;
-    for c in html.chars() {
-        match (in_tag, c) {
-            (false, '<') => in_tag = true,
-            (true, '>') => in_tag = false,
-            (false, c) => without_tags.push(c),
-            (true, _) => {}
-        }
-    }
-    decode_character_references(&without_tags)
-}
-
-/// Decodes numeric references and the named ones seen in titles; unknown names stay as
-/// they are.
-fn decode_character_references(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(at) = rest.find('&') {
-        out.push_str(&rest[..at]);
-        rest = &rest[at..];
-        let decoded = rest[1..]
-            .find(';')
-            .filter(|end| *end <= 32)
-            .and_then(|end| reference_char(&rest[1..=end]).map(|c| (c, end + 2)));
-        match decoded {
-            Some((c, len)) => {
-                out.push(c);
-                rest = &rest[len..];
-            }
-            None => {
-                out.push('&');
-                rest = &rest[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-fn reference_char(name: &str) -> Option<char> {
-    if let Some(num) = name.strip_prefix('#') {
-        let code = match num.strip_prefix(['x', 'X']) {
-            Some(hex) => u32::from_str_radix(hex, 16).ok()?,
-            None => num.parse().ok()?,
-        };
-        return char::from_u32(code).filter(|c| *c != '\0');
-    }
-    Some(match name {
-        "amp" => '&',
-        "lt" => '<',
-        "gt" => '>',
-        "quot" => '"',
-        "apos" => '\'',
-        "nbsp" => '\u{A0}',
-        "ndash" => '–',
-        "mdash" => '—',
-        "hellip" => '…',
-        "lsquo" => '‘',
-        "rsquo" => '’',
-        "ldquo" => '“',
-        "rdquo" => '”',
-        "laquo" => '«',
-        "raquo" => '»',
-        "copy" => '©',
-        "reg" => '®',
-        "trade" => '™',
-        "euro" => '€',
-        "pound" => '£',
-        "yen" => '¥',
-        "deg" => '°',
-        "middot" => '·',
-        "bull" => '•',
-        "times" => '×',
-        _ => return None,
-    })
+    decode_entities(&strip_markup(html)).into_owned()
 }

@@ -15,13 +15,16 @@
 
 use std::borrow::Cow;
 
-use chardetng::{EncodingDetector, Iso2022JpDetection, Utf8Detection};
+use chardetng::Utf8Detection;
 use encoding_rs::{Encoding, UTF_8, UTF_16BE, UTF_16LE};
+
+use super::prolog::find;
+use crate::text::charset::{
+    charset_from_content_type, detect_encoding, encoding_for_label, sniff_bom,
+};
 
 /// How far into the body the XML declaration is looked for.
 const DECLARATION_WINDOW: usize = 1024;
-/// Bytes given to the charset detector; more adds time, not accuracy.
-const DETECTION_WINDOW: usize = 1 << 20;
 
 /// Decodes a feed body to UTF-8 text; returns the text and the encoding that was used.
 ///
@@ -46,7 +49,7 @@ pub(crate) fn decode_feed_text_for_tld<'a>(
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
     });
 
-    if let Some((encoding, bom_len)) = Encoding::for_bom(bytes) {
+    if let Some((encoding, bom_len)) = sniff_bom(bytes) {
         return decode_as(&bytes[bom_len..], encoding, tld);
     }
     if let Some(encoding) = sniff_utf16_without_bom(bytes) {
@@ -64,7 +67,7 @@ pub(crate) fn decode_feed_text_for_tld<'a>(
     if let Ok(text) = std::str::from_utf8(bytes) {
         return (Cow::Borrowed(text), UTF_8);
     }
-    let encoding = detect(bytes, tld, Utf8Detection::Allow);
+    let encoding = detect_encoding(bytes, tld, Utf8Detection::Allow);
     decode_as(bytes, encoding, tld)
 }
 
@@ -80,33 +83,22 @@ pub(crate) fn declared_encoding(bytes: &[u8]) -> Option<&'static Encoding> {
     let decl = &decl[..end];
     let at = find(decl, b"encoding")?;
     let rest = &decl[at + b"encoding".len()..];
-    let rest = trim_ascii_start(rest);
-    let rest = trim_ascii_start(rest.strip_prefix(b"=")?);
+    let rest = rest.trim_ascii_start();
+    let rest = rest.strip_prefix(b"=")?.trim_ascii_start();
     let quote = *rest.first()?;
     if quote != b'"' && quote != b'\'' {
         return None;
     }
     let value = &rest[1..];
     let close = value.iter().position(|b| *b == quote)?;
-    Encoding::for_label(&value[..close])
-}
-
-/// The `charset` parameter of a `Content-Type` header value.
-fn charset_from_content_type(content_type: &str) -> Option<&'static Encoding> {
-    content_type.split(';').skip(1).find_map(|param| {
-        let (name, value) = param.split_once('=')?;
-        if !name.trim().eq_ignore_ascii_case("charset") {
-            return None;
-        }
-        let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
-        Encoding::for_label(value.as_bytes())
-    })
+    encoding_for_label(&value[..close])
 }
 
 /// Labels that can describe bytes we reached without a BOM: not UTF-16 (the bytes are
-/// ASCII-compatible, or we could not have read the label), not the "replacement" encoding.
+/// ASCII-compatible, or we could not have read the label). The "replacement" encoding
+/// never gets here: `crate::text::charset` reads its labels as unknown.
 fn usable_label(encoding: &&'static Encoding) -> bool {
-    *encoding != UTF_16LE && *encoding != UTF_16BE && **encoding != *encoding_rs::REPLACEMENT
+    *encoding != UTF_16LE && *encoding != UTF_16BE
 }
 
 /// UTF-16 without a BOM shows itself by `<` next to a zero byte.
@@ -149,33 +141,11 @@ fn decode_labelled_utf8<'a>(
         }
     }
     if invalid && !valid_non_ascii {
-        let encoding = detect(bytes, tld, Utf8Detection::Deny);
+        let encoding = detect_encoding(bytes, tld, Utf8Detection::Deny);
         let (text, _had_errors) = encoding.decode_without_bom_handling(bytes);
         return (text, encoding);
     }
     (String::from_utf8_lossy(bytes), UTF_8)
-}
-
-fn detect(bytes: &[u8], tld: Option<&[u8]>, utf8: Utf8Detection) -> &'static Encoding {
-    let mut detector = EncodingDetector::new(Iso2022JpDetection::Deny);
-    let window = &bytes[..bytes.len().min(DETECTION_WINDOW)];
-    detector.feed(window, true);
-    detector.guess(tld, utf8)
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-fn trim_ascii_start(mut b: &[u8]) -> &[u8] {
-    while let [first, rest @ ..] = b {
-        if first.is_ascii_whitespace() {
-            b = rest;
-        } else {
-            break;
-        }
-    }
-    b
 }
 
 #[cfg(test)]

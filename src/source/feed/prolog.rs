@@ -93,7 +93,7 @@ pub(crate) fn scan_prolog(text: &str) -> Prolog {
         } else if starts_with_ignore_case(rest, b"<!DOCTYPE") {
             let (len, declares_entities) = scan_doctype(rest);
             prolog.declares_entities |= declares_entities;
-            let after = trim_ascii_start(&rest[9..]);
+            let after = rest[9..].trim_ascii_start();
             prolog.html_doctype |= starts_with_ignore_case(after, b"html")
                 && after.get(4).is_none_or(|c| !c.is_ascii_alphanumeric());
             match len {
@@ -290,17 +290,6 @@ fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
     haystack
         .windows(needle.len())
         .any(|w| w.eq_ignore_ascii_case(needle))
-}
-
-fn trim_ascii_start(mut b: &[u8]) -> &[u8] {
-    while let [first, rest @ ..] = b {
-        if first.is_ascii_whitespace() {
-            b = rest;
-        } else {
-            break;
-        }
-    }
-    b
 }
 
 #[cfg(test)]
