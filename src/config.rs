@@ -83,6 +83,10 @@ pub struct HttpConfig {
     pub per_host_delay: Duration,
     #[serde(with = "humantime_serde")]
     pub backoff_max: Duration,
+    /// Whether fetches may connect to loopback, private, link-local, CGNAT and
+    /// other non-public addresses on any host (a source's own configured host
+    /// may always be one).
+    pub allow_private_networks: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -328,6 +332,7 @@ impl Default for HttpConfig {
             global_concurrency: 32,
             per_host_delay: Duration::from_millis(250),
             backoff_max: Duration::from_secs(6 * 3600),
+            allow_private_networks: false,
         }
     }
 }

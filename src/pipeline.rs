@@ -26,7 +26,7 @@ use crate::config::{Config, EventKind, SourceConfig, SourceKind};
 use crate::dedup;
 use crate::extract::{self, CompiledSelectors, PageSelectors};
 use crate::fetch::policy::{jittered, source_retry_delay};
-use crate::fetch::{FetchError, FetchOutcome, Fetcher, Validators};
+use crate::fetch::{FetchError, FetchOutcome, FetchPolicy, Fetcher, Validators};
 use crate::normalize::{RawStory, Story, normalize};
 use crate::notify::payload::{self, SourceHealth};
 use crate::source::feed::{FeedEntry, parse_feed};
@@ -89,32 +89,7 @@ impl SourcePlan {
     /// Whether article pages at `url` may be fetched for this source: the
     /// source's own host (a leading `www.` aside, same port) or one of `allow_hosts`.
     pub fn may_follow(&self, source_url: &Url, url: &Url) -> bool {
-        if !matches!(url.scheme(), "http" | "https") {
-            return false;
-        }
-        let site = |u: &Url| {
-            u.host_str().map(|h| {
-                h.to_ascii_lowercase()
-                    .trim_start_matches("www.")
-                    .to_string()
-            })
-        };
-        let (Some(host), port) = (site(url), url.port_or_known_default()) else {
-            return false;
-        };
-        if site(source_url).as_deref() == Some(host.as_str())
-            && source_url.port_or_known_default() == port
-        {
-            return true;
-        }
-        self.spec.allow_hosts.iter().any(|allowed| {
-            let allowed = allowed.trim().to_ascii_lowercase();
-            let (h, p) = match allowed.rsplit_once(':') {
-                Some((h, p)) if p.parse::<u16>().is_ok() => (h.to_string(), p.parse::<u16>().ok()),
-                _ => (allowed.clone(), None),
-            };
-            h.trim_start_matches("www.") == host && p.is_none_or(|p| Some(p) == port)
-        })
+        crate::fetch::guard::HostRule::new(source_url, &self.spec.allow_hosts).allows(url)
     }
 }
 
@@ -220,11 +195,26 @@ pub async fn run(shared: Shared, mut jobs: mpsc::Receiver<PollJob>, stats: Arc<P
 }
 
 async fn poll_source(shared: Shared, job: PollJob, out: mpsc::Sender<Item>) {
+    use futures_util::FutureExt;
     let polled_at = Utc::now();
-    let result = match job.plan.spec.kind {
-        SourceKind::Feed => poll_feed(&shared, &job, polled_at, &out).await,
-        SourceKind::Html => poll_listing(&shared, &job, polled_at, &out).await,
-    };
+    // A panic in a poll is a bug, but it must not lose the poll: it is recorded
+    // as a failure (counted toward `source.failing`) and logged with the source.
+    let polled = std::panic::AssertUnwindSafe(async {
+        match job.plan.spec.kind {
+            SourceKind::Feed => poll_feed(&shared, &job, polled_at, &out).await,
+            SourceKind::Html => poll_listing(&shared, &job, polled_at, &out).await,
+        }
+    })
+    .catch_unwind()
+    .await;
+    let result = polled.unwrap_or_else(|panic| {
+        let message = panic_message(panic.as_ref());
+        error!(source = %job.plan.spec.name(), panic = %message, "internal error while polling; the poll is recorded as failed");
+        Err(PollFailure::new(
+            None,
+            format!("internal error while polling: {message}"),
+        ))
+    });
     let _ = out
         .send(Item::Done(Box::new(PollEnd {
             job,
@@ -232,6 +222,15 @@ async fn poll_source(shared: Shared, job: PollJob, out: mpsc::Sender<Item>) {
             result,
         })))
         .await;
+}
+
+/// The text a panic was raised with.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
 }
 
 async fn poll_feed(
@@ -246,7 +245,11 @@ async fn poll_feed(
         etag: job.row.etag.clone(),
         last_modified: job.row.last_modified.clone(),
     };
-    let fetched = match shared.fetcher.get(&url, &validators).await {
+    let fetched = match shared
+        .fetcher
+        .get(&url, &validators, &FetchPolicy::source(&url))
+        .await
+    {
         Ok(FetchOutcome::NotModified) => {
             debug!("not modified");
             return Ok(PollSuccess {
@@ -402,7 +405,16 @@ async fn fetch_article(shared: &Shared, job: &PollJob, link: &Url) -> ArticleOut
             return ArticleOutcome::Failed;
         }
     }
-    let page = match shared.fetcher.get(link, &Validators::default()).await {
+    // The page and every hop it redirects to keep to the source's host rule.
+    let policy = match Url::parse(&job.row.url) {
+        Ok(source_url) => FetchPolicy::article(&source_url, &job.plan.spec.allow_hosts),
+        Err(_) => return ArticleOutcome::Failed,
+    };
+    let page = match shared
+        .fetcher
+        .get(link, &Validators::default(), &policy)
+        .await
+    {
         Ok(FetchOutcome::Fetched(page)) => page,
         Ok(FetchOutcome::NotModified) => return ArticleOutcome::Failed,
         Err(e) => {
@@ -447,7 +459,11 @@ async fn poll_listing(
         etag: job.row.etag.clone(),
         last_modified: job.row.last_modified.clone(),
     };
-    let page = match shared.fetcher.get(&url, &validators).await {
+    let page = match shared
+        .fetcher
+        .get(&url, &validators, &FetchPolicy::source(&url))
+        .await
+    {
         Ok(FetchOutcome::NotModified) => {
             return Ok(PollSuccess {
                 status: 304,

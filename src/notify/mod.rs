@@ -180,7 +180,8 @@ impl Notifier {
             },
             Ok(resp) => {
                 let status = resp.status();
-                let retry_after = parse_retry_after(resp.headers(), Utc::now());
+                let retry_after =
+                    parse_retry_after(resp.headers(), Utc::now(), self.config.backoff_max);
                 let error = format!("receiver answered HTTP {status}");
                 if is_retryable(status) {
                     self.retry_or_dead(attempt, Some(status.as_u16()), error, retry_after)
