@@ -261,7 +261,7 @@ impl std::fmt::Debug for WebhookConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookConfig")
             .field("name", self.name.get_ref())
-            .field("url", &self.url)
+            .field("url", &crate::notify::redact::redact_webhook_url(&self.url))
             .field(
                 "secret",
                 &if self.secret.is_empty() {
@@ -511,10 +511,12 @@ impl Config {
             if !hook_names.insert(w.name()) {
                 return Err(format!("{at}.name: duplicate webhook name {:?}", w.name()));
             }
-            let url = Url::parse(&w.url)
-                .map_err(|e| format!("{at}.url: {:?} is not a URL: {e}", w.url))?;
+            // A webhook URL is a credential: errors show it redacted.
+            let shown = crate::notify::redact::redact_webhook_url(&w.url);
+            let url =
+                Url::parse(&w.url).map_err(|e| format!("{at}.url: {shown:?} is not a URL: {e}"))?;
             if !matches!(url.scheme(), "http" | "https") {
-                return Err(format!("{at}.url: {:?} is not http(s)", w.url));
+                return Err(format!("{at}.url: {shown:?} is not http(s)"));
             }
             for topic in &w.topics {
                 if !topic_names.contains(topic.as_str()) {
