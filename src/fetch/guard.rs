@@ -4,8 +4,9 @@
 //! source's own configured host, and, for article pages (listing links,
 //! full-text and excerpt pages), the [`HostRule`] of the source's host plus its
 //! `allow_hosts`. Private, loopback, link-local, CGNAT, multicast and
-//! unspecified addresses are refused unless the host is the source's own
-//! configured host or `http.allow_private_networks` is set; names are checked
+//! unspecified addresses are refused unless the source's own configured URL
+//! names such a host (an address like `127.0.0.1` or `[::1]`, or `localhost`:
+//! a lab or test setup) or `http.allow_private_networks` is set; names are checked
 //! on the addresses they resolve to, in the resolver the HTTP client connects
 //! through ([`GuardedResolver`]), so a name that resolves to a public address
 //! when configured and to 127.0.0.1 later (DNS rebinding) is still refused.
@@ -75,7 +76,8 @@ impl HostRule {
 /// The rules of one fetch, applied to its first URL and to every redirect hop.
 #[derive(Debug, Clone)]
 pub struct FetchPolicy {
-    /// The host of the source's configured URL: it may be a private address.
+    /// The host of the source's configured URL, when that names a non-public
+    /// host (a loopback or private address, or `localhost`): it may be fetched.
     trusted_host: Option<Host<String>>,
     /// For article pages: the hosts they may come from.
     hosts: Option<HostRule>,
@@ -87,7 +89,7 @@ impl FetchPolicy {
     /// rules; only the configured URL's own host may be a private address.
     pub fn source(source_url: &Url) -> FetchPolicy {
         FetchPolicy {
-            trusted_host: source_url.host().map(|h| h.to_owned()),
+            trusted_host: names_non_public_host(source_url),
             hosts: None,
         }
     }
@@ -97,7 +99,7 @@ impl FetchPolicy {
     /// the source's host or one of `allow_hosts`.
     pub fn article(source_url: &Url, allow_hosts: &[String]) -> FetchPolicy {
         FetchPolicy {
-            trusted_host: source_url.host().map(|h| h.to_owned()),
+            trusted_host: names_non_public_host(source_url),
             hosts: Some(HostRule::new(source_url, allow_hosts)),
         }
     }
@@ -113,7 +115,8 @@ impl FetchPolicy {
         }
     }
 
-    /// Whether `url`'s host is the source's own configured host, which may be private.
+    /// Whether `url`'s host is the non-public host the source's own configured
+    /// URL names, which may be fetched whatever its address.
     pub fn is_trusted_host(&self, url: &Url) -> bool {
         match (&self.trusted_host, url.host()) {
             (Some(Host::Domain(a)), Some(Host::Domain(b))) => a.eq_ignore_ascii_case(b),
@@ -121,6 +124,23 @@ impl FetchPolicy {
             _ => false,
         }
     }
+}
+
+/// `url`'s host when it names a non-public host: an IP literal that is not
+/// public, or `localhost` (which resolves to loopback by definition). A
+/// configured name that merely resolves to a private address is not one: it
+/// could be rebound, and `http.allow_private_networks` is the way to allow it.
+fn names_non_public_host(url: &Url) -> Option<Host<String>> {
+    let host = url.host()?;
+    let non_public = match &host {
+        Host::Ipv4(v4) => is_non_public(IpAddr::V4(*v4)),
+        Host::Ipv6(v6) => is_non_public(IpAddr::V6(*v6)),
+        Host::Domain(d) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+    };
+    non_public.then(|| host.to_owned())
 }
 
 /// Whether `ip` is an address a fetch must not connect to unless told it may:
@@ -312,9 +332,16 @@ mod tests {
         let p = FetchPolicy::source(&url("http://127.0.0.1:8000/feed"));
         assert!(p.is_trusted_host(&url("http://127.0.0.1:9000/other")));
         assert!(!p.is_trusted_host(&url("http://169.254.169.254/latest")));
-        let p = FetchPolicy::source(&url("https://Intranet.Example/feed"));
-        assert!(p.is_trusted_host(&url("https://intranet.example/x")));
-        assert!(!p.is_trusted_host(&url("https://evil.example/x")));
+        let p = FetchPolicy::source(&url("http://LocalHost:8000/feed"));
+        assert!(p.is_trusted_host(&url("http://localhost/x")));
+        assert!(!p.is_trusted_host(&url("http://127.0.0.1/x")));
+        let p = FetchPolicy::source(&url("https://intranet.example/feed"));
+        assert!(
+            !p.is_trusted_host(&url("https://intranet.example/x")),
+            "a name that resolves to a private address is not trusted: it could be rebound"
+        );
+        let p = FetchPolicy::source(&url("https://93.184.216.34/feed"));
+        assert!(!p.is_trusted_host(&url("https://93.184.216.34/x")));
         let p = FetchPolicy::source(&url("http://[::1]:8000/feed"));
         assert!(p.is_trusted_host(&url("http://[::1]:8001/")));
         assert!(literal_refusal(&url("http://[::1]/")).is_some());
