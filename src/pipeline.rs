@@ -195,26 +195,14 @@ pub async fn run(shared: Shared, mut jobs: mpsc::Receiver<PollJob>, stats: Arc<P
 }
 
 async fn poll_source(shared: Shared, job: PollJob, out: mpsc::Sender<Item>) {
-    use futures_util::FutureExt;
     let polled_at = Utc::now();
-    // A panic in a poll is a bug, but it must not lose the poll: it is recorded
-    // as a failure (counted toward `source.failing`) and logged with the source.
-    let polled = std::panic::AssertUnwindSafe(async {
+    let result = catching_panics(job.plan.spec.name(), async {
         match job.plan.spec.kind {
             SourceKind::Feed => poll_feed(&shared, &job, polled_at, &out).await,
             SourceKind::Html => poll_listing(&shared, &job, polled_at, &out).await,
         }
     })
-    .catch_unwind()
     .await;
-    let result = polled.unwrap_or_else(|panic| {
-        let message = panic_message(panic.as_ref());
-        error!(source = %job.plan.spec.name(), panic = %message, "internal error while polling; the poll is recorded as failed");
-        Err(PollFailure::new(
-            None,
-            format!("internal error while polling: {message}"),
-        ))
-    });
     let _ = out
         .send(Item::Done(Box::new(PollEnd {
             job,
@@ -222,6 +210,27 @@ async fn poll_source(shared: Shared, job: PollJob, out: mpsc::Sender<Item>) {
             result,
         })))
         .await;
+}
+
+/// Runs a poll of `source`. A panic in a poll is a bug, but it must not lose
+/// the poll: it becomes a failure (recorded like any other, so it counts toward
+/// `source.failing`), logged at error with the source's name.
+async fn catching_panics(
+    source: &str,
+    poll: impl std::future::Future<Output = Result<PollSuccess, PollFailure>>,
+) -> Result<PollSuccess, PollFailure> {
+    use futures_util::FutureExt;
+    std::panic::AssertUnwindSafe(poll)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            let message = panic_message(panic.as_ref());
+            error!(source, panic = %message, "internal error while polling; the poll is recorded as failed");
+            Err(PollFailure::new(
+                None,
+                format!("internal error while polling: {message}"),
+            ))
+        })
 }
 
 /// The text a panic was raised with.
@@ -915,6 +924,36 @@ mod tests {
         assert!(p.may_follow(&src, &url("https://cdn.asiatimes.com/a")));
         assert!(p.may_follow(&src, &url("http://127.0.0.1:9000/a")));
         assert!(!p.may_follow(&src, &url("http://127.0.0.1:9001/a")));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_poll_becomes_a_failure_that_names_it() {
+        let failed = catching_panics("hkfp", async {
+            let header: Option<u64> = None;
+            Ok(PollSuccess {
+                status: i32::try_from(header.expect("a header the server did not send")).unwrap(),
+                validators: Validators::default(),
+            })
+        })
+        .await;
+        let failure = failed.err().expect("a failure, not a panic");
+        assert_eq!(
+            failure.message,
+            "internal error while polling: a header the server did not send"
+        );
+        assert_eq!(
+            (failure.status, failure.retry_after, failure.deferred_until),
+            (None, None, None),
+            "an ordinary failure of the source's own poll"
+        );
+        let ok = catching_panics("hkfp", async {
+            Ok(PollSuccess {
+                status: 200,
+                validators: Validators::default(),
+            })
+        })
+        .await;
+        assert_eq!(ok.ok().map(|s| s.status), Some(200));
     }
 
     fn entry(content: Option<&str>, summary: Option<&str>) -> FeedEntry {

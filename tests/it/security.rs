@@ -261,11 +261,11 @@ both_backends!(a_public_name_resolving_to_loopback_is_refused_unless_private_net
 /// The secret part of the test's Slack-style webhook URL.
 const TOKEN: &str = "tok3nSECRETxyz";
 
-/// Runs the binary with debug logs (info included) and returns everything it printed.
-async fn run_debug(args: &[&str]) -> (std::process::Output, String) {
+/// Runs the binary with every log level on (trace, so debug and info too) and returns everything it printed.
+async fn run_verbose(args: &[&str]) -> (std::process::Output, String) {
     let out = tokio::time::timeout(
         Duration::from_secs(120),
-        command(args).env("RUST_LOG", "debug").output(),
+        command(args).env("RUST_LOG", "trace").output(),
     )
     .await
     .expect("feedwatch finished")
@@ -340,9 +340,12 @@ async fn a_slack_webhook_url_is_never_printed_logged_or_stored(backend: Backend)
     let path = config.path.to_str().unwrap();
     let mut printed = Vec::new();
 
-    let (out, text) = run_debug(&["once", "--config", path]).await;
+    let (out, text) = run_verbose(&["once", "--config", path]).await;
     assert!(out.status.success(), "{}", describe(&out));
-    assert!(text.contains("DEBUG"), "debug logs were on: {text}");
+    assert!(
+        text.contains("DEBUG") && text.contains("TRACE"),
+        "every log level was on: {text}"
+    );
     printed.push(text);
     let store = feedwatch::store::connect(&db.url, 2).await.unwrap();
     let rows = store.list_deliveries(None, 10).await.unwrap();
@@ -360,10 +363,10 @@ async fn a_slack_webhook_url_is_never_printed_logged_or_stored(backend: Backend)
     // Now the receiver is up, and answers 500.
     let receiver = Receiver::start_scripted_on(addr, vec![500]).await;
     let id = rows[0].id.to_string();
-    let (out, text) = run_debug(&["deliveries", "--config", path, "retry", &id]).await;
+    let (out, text) = run_verbose(&["deliveries", "--config", path, "retry", &id]).await;
     assert!(out.status.success(), "{}", describe(&out));
     printed.push(text);
-    let (out, text) = run_debug(&["once", "--config", path]).await;
+    let (out, text) = run_verbose(&["once", "--config", path]).await;
     assert!(out.status.success(), "{}", describe(&out));
     printed.push(text);
     assert_eq!(
@@ -385,7 +388,7 @@ async fn a_slack_webhook_url_is_never_printed_logged_or_stored(backend: Backend)
         &["deliveries", "--config", path, "list", "--json"][..],
         &["check-config", "--config", path][..],
     ] {
-        let (out, text) = run_debug(args).await;
+        let (out, text) = run_verbose(args).await;
         assert!(out.status.success(), "{args:?}: {}", describe(&out));
         printed.push(text);
     }
