@@ -487,3 +487,52 @@ async fn absurd_retry_after_values_fail_the_poll_without_a_panic(backend: Backen
     db.cleanup().await;
 }
 both_backends!(absurd_retry_after_values_fail_the_poll_without_a_panic);
+
+async fn a_feed_redirecting_to_a_metadata_or_loopback_address_is_refused(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let site = Site::start().await;
+    site.put(
+        "/to-metadata",
+        redirect("http://169.254.169.254/latest/meta-data/"),
+    );
+    // `localhost` is a name: the system resolver answers with loopback, which the
+    // source's URL (127.0.0.1) does not name, so the hop is refused.
+    site.put(
+        "/to-localhost",
+        redirect(&format!("http://localhost:{}/internal", site.addr.port())),
+    );
+    site.put("/internal", internal_page("loopback"));
+    let config = TestConfig::write(&format!(
+        "{}\n[[sources]]\nname = \"metadata\"\nkind = \"feed\"\nurl = \"{}\"\n\
+         [[sources]]\nname = \"localhost\"\nkind = \"feed\"\nurl = \"{}\"\n",
+        config_head(&db.url),
+        site.url("/to-metadata"),
+        site.url("/to-localhost"),
+    ));
+    let out = feedwatch(&["once", "--config", config.path.to_str().unwrap()]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "every source failed: {}",
+        describe(&out)
+    );
+    assert!(site.requests_to("/internal").is_empty());
+    for (name, addresses) in [
+        ("metadata", &["169.254.169.254"][..]),
+        ("localhost", &["127.0.0.1", "::1"][..]),
+    ] {
+        let row = db.source(name).await;
+        let error = row.last_error.clone().unwrap_or_default();
+        assert!(
+            addresses
+                .iter()
+                .any(|a| error.contains(&format!("refused to connect to {a}"))),
+            "{name}: {row:?}"
+        );
+        assert_eq!(row.consecutive_failures, 1, "{row:?}");
+    }
+    db.cleanup().await;
+}
+both_backends!(a_feed_redirecting_to_a_metadata_or_loopback_address_is_refused);
