@@ -1135,4 +1135,3 @@ proptest! {
         prop_assert!(bytes.is_empty() || !text.is_empty() || bytes.len() < 4);
     }
 }
-
