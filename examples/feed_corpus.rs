@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use feedwatch::config::HttpConfig;
-use feedwatch::fetch::{FetchOutcome, Fetcher, Validators};
+use feedwatch::fetch::{FetchOutcome, FetchPolicy, Fetcher, Validators};
 use feedwatch::source::feed::{FeedError, ParsedFeed, parse_feed};
 use serde_json::Value;
 use url::Url;
@@ -92,7 +92,10 @@ async fn main() {
         let local = server
             .join(&relative.to_string_lossy())
             .expect("a corpus path is a URL path");
-        let fetched = match fetcher.get(&local, &Validators::default()).await {
+        let fetched = match fetcher
+            .get(&local, &Validators::default(), &FetchPolicy::source(&local))
+            .await
+        {
             Ok(FetchOutcome::Fetched(f)) => f,
             Ok(FetchOutcome::NotModified) => {
                 println!("{name}: 304 on an unconditional GET");

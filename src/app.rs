@@ -54,10 +54,16 @@ impl App {
     /// Connects to the store (running migrations), syncs the configured sources
     /// and compiles the topics.
     pub async fn build(config: Config) -> anyhow::Result<App> {
+        let fetcher = Fetcher::new(&config.http).context("building the HTTP client")?;
+        App::build_with_fetcher(config, fetcher).await
+    }
+
+    /// [`App::build`] with a fetcher built by the caller (tests give one a
+    /// resolver that maps public-looking names to loopback).
+    pub async fn build_with_fetcher(config: Config, fetcher: Fetcher) -> anyhow::Result<App> {
         let topics = TopicSet::compile(&config.topic_specs()).context("compiling topics")?;
         let store = store::connect(&config.database.url, config.database.max_connections).await?;
         info!(backend = store.backend(), url = %crate::config::redact_url(&config.database.url), "store ready");
-        let fetcher = Fetcher::new(&config.http).context("building the HTTP client")?;
         let notifier = Notifier::new(&config).context("building the webhook client")?;
         let plans = config
             .sources

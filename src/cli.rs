@@ -248,7 +248,15 @@ async fn deliveries(config: Config, action: DeliveriesAction) -> ExitCode {
                 {
                     anyhow::bail!("--status must be pending, delivered or dead, not {s:?}");
                 }
-                let rows = store.list_deliveries(status.as_deref(), limit).await?;
+                let mut rows = store.list_deliveries(status.as_deref(), limit).await?;
+                // Errors stored by earlier versions may quote a webhook URL.
+                let urls: Vec<&str> = config.webhooks.iter().map(|w| w.url.as_str()).collect();
+                for row in &mut rows {
+                    if let Some(error) = &row.last_error {
+                        row.last_error =
+                            Some(crate::notify::redact::scrub(error, urls.iter().copied()));
+                    }
+                }
                 if json {
                     println!("{}", serde_json::to_string_pretty(&rows)?);
                 } else {
@@ -335,7 +343,7 @@ pub fn summarise(config: &Config, path: &std::path::Path) -> String {
             out,
             "  {:<20} {} [{}] {} ({}), {}",
             w.name(),
-            w.url,
+            crate::notify::redact::redact_webhook_url(&w.url),
             crate::notify::format_name(w.format),
             topics,
             events.join(", "),

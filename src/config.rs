@@ -83,6 +83,10 @@ pub struct HttpConfig {
     pub per_host_delay: Duration,
     #[serde(with = "humantime_serde")]
     pub backoff_max: Duration,
+    /// Whether fetches may connect to loopback, private, link-local, CGNAT and
+    /// other non-public addresses on any host (a source's own configured host
+    /// may always be one).
+    pub allow_private_networks: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -257,7 +261,7 @@ impl std::fmt::Debug for WebhookConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookConfig")
             .field("name", self.name.get_ref())
-            .field("url", &self.url)
+            .field("url", &crate::notify::redact::redact_webhook_url(&self.url))
             .field(
                 "secret",
                 &if self.secret.is_empty() {
@@ -328,6 +332,7 @@ impl Default for HttpConfig {
             global_concurrency: 32,
             per_host_delay: Duration::from_millis(250),
             backoff_max: Duration::from_secs(6 * 3600),
+            allow_private_networks: false,
         }
     }
 }
@@ -507,10 +512,12 @@ impl Config {
             if !hook_names.insert(w.name()) {
                 return Err(format!("{at}.name: duplicate webhook name {:?}", w.name()));
             }
-            let url = Url::parse(&w.url)
-                .map_err(|e| format!("{at}.url: {:?} is not a URL: {e}", w.url))?;
+            // A webhook URL is a credential: errors show it redacted.
+            let shown = crate::notify::redact::redact_webhook_url(&w.url);
+            let url =
+                Url::parse(&w.url).map_err(|e| format!("{at}.url: {shown:?} is not a URL: {e}"))?;
             if !matches!(url.scheme(), "http" | "https") {
-                return Err(format!("{at}.url: {:?} is not http(s)", w.url));
+                return Err(format!("{at}.url: {shown:?} is not http(s)"));
             }
             for topic in &w.topics {
                 if !topic_names.contains(topic.as_str()) {

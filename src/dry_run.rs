@@ -13,7 +13,7 @@ use serde::Serialize;
 use url::Url;
 
 use crate::config::Config;
-use crate::fetch::{FetchOutcome, Fetcher, Validators};
+use crate::fetch::{FetchOutcome, FetchPolicy, Fetcher, Validators};
 use crate::normalize::{RawStory, normalize};
 use crate::source::feed::parse_feed;
 use crate::topics::{TopicMatch, TopicSet};
@@ -87,7 +87,10 @@ async fn read_input(
     if input.starts_with("http://") || input.starts_with("https://") {
         let url = Url::parse(input)?;
         let fetcher = Fetcher::new(&config.http)?;
-        return match fetcher.get(&url, &Validators::default()).await? {
+        return match fetcher
+            .get(&url, &Validators::default(), &FetchPolicy::source(&url))
+            .await?
+        {
             FetchOutcome::Fetched(f) => Ok((f.body.to_vec(), f.content_type, f.final_url)),
             FetchOutcome::NotModified => {
                 anyhow::bail!("server answered 304 to an unconditional GET")

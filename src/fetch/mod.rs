@@ -2,10 +2,16 @@
 //! (and the validators of the previous poll) into bytes, politely and
 //! defensively (DESIGN §2): one shared HTTP client, conditional GET, a global and
 //! a per-host concurrency limit, a minimum gap between requests to one host, a
-//! host-wide pause when a server says `Retry-After`, redirect rules (at most
-//! `max_redirects`, never from https down to http or to another scheme), connect
-//! and total timeouts, and a body cap enforced on the decompressed stream.
+//! host-wide pause when a server says `Retry-After`, connect and total timeouts,
+//! and a body cap enforced on the decompressed stream. Redirects are followed
+//! here, one hop at a time, each hop a new request checked like the first
+//! ([`guard`]): at most `max_redirects`, never from https down to http or to
+//! another scheme, for article pages only to the source's host or its
+//! `allow_hosts`, and never to a non-public address unless allowed. Response
+//! heads are read through [`head`], which never panics and clamps what it reads.
 
+pub mod guard;
+pub mod head;
 pub mod policy;
 
 use std::collections::HashMap;
@@ -17,11 +23,15 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use reqwest::StatusCode;
-use reqwest::header::{self, HeaderMap};
-use tokio::sync::Semaphore;
+use reqwest::dns::Resolve;
+use reqwest::header;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use url::Url;
 
 use crate::config::HttpConfig;
+pub use guard::FetchPolicy;
+use guard::{GuardedResolver, NonPublicAddress, SystemResolver};
+use head::ResponseHead;
 pub use policy::parse_retry_after;
 
 /// Installs the process-wide TLS crypto provider (ring) once. reqwest is built
@@ -49,9 +59,16 @@ pub enum FetchError {
     /// The connection could not be made or broke off.
     #[error("connection failed: {0}")]
     Connect(String),
-    /// A redirect was refused (too many, a loop, or a downgrade to another scheme).
+    /// A redirect was refused (too many, a loop, a downgrade to another scheme,
+    /// a host an article page may not come from, or a bad `Location`).
     #[error("redirect refused: {0}")]
     Redirect(String),
+    /// The host is, or resolves only to, a non-public address and may not be fetched.
+    #[error("{0}")]
+    NonPublic(NonPublicAddress),
+    /// The URL is on a host this fetch may not go to (article pages: not the source's host nor `allow_hosts`).
+    #[error("host not allowed: {0}")]
+    HostNotAllowed(String),
     /// Another server on this host asked us to wait (Retry-After), so no request was made.
     #[error("host {host} asked to wait until {until} (Retry-After)")]
     HostPaused { host: String, until: DateTime<Utc> },
@@ -81,6 +98,9 @@ impl FetchError {
     }
 
     fn from_reqwest(e: reqwest::Error) -> FetchError {
+        if let Some(refused) = guard::find_non_public(&e) {
+            return FetchError::NonPublic(refused);
+        }
         let text = error_chain(&e);
         if e.is_redirect() {
             FetchError::Redirect(text)
@@ -139,7 +159,14 @@ pub enum FetchOutcome {
 
 /// The shared HTTP client with its politeness state. Build once per daemon.
 pub struct Fetcher {
-    client: reqwest::Client,
+    /// Connects only to public addresses (its resolver drops the others).
+    public_client: reqwest::Client,
+    /// Connects anywhere: for the source's own configured host, or everything
+    /// with `http.allow_private_networks`.
+    any_client: reqwest::Client,
+    allow_private_networks: bool,
+    max_redirects: usize,
+    backoff_max: Duration,
     max_body_bytes: u64,
     global: Arc<Semaphore>,
     per_host_concurrency: usize,
@@ -167,27 +194,46 @@ fn redirect_refusal(visited: &[Url], next: &Url, max: usize) -> Option<String> {
 
 impl Fetcher {
     pub fn new(config: &HttpConfig) -> Result<Fetcher, FetchError> {
+        Fetcher::with_resolver(config, Arc::new(SystemResolver))
+    }
+
+    /// A fetcher whose host names are resolved by `lookup` instead of the
+    /// system resolver (tests map public-looking names to loopback with it);
+    /// the non-public address rule applies to what `lookup` returns.
+    pub fn with_resolver(
+        config: &HttpConfig,
+        lookup: Arc<dyn Resolve>,
+    ) -> Result<Fetcher, FetchError> {
         install_crypto_provider();
-        let max_redirects = config.max_redirects;
-        let redirect = reqwest::redirect::Policy::custom(move |attempt| {
-            match redirect_refusal(attempt.previous(), attempt.url(), max_redirects) {
-                None => attempt.follow(),
-                Some(reason) => attempt.error(reason),
-            }
-        });
-        let client = reqwest::Client::builder()
-            .user_agent(config.user_agent.clone())
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.timeout)
-            .redirect(redirect)
-            .gzip(true)
-            .brotli(true)
-            .deflate(true)
+        let builder = || {
+            reqwest::Client::builder()
+                .user_agent(config.user_agent.clone())
+                .connect_timeout(config.connect_timeout)
+                .timeout(config.timeout)
+                // Redirects are followed by `get`, each hop checked like the first.
+                .redirect(reqwest::redirect::Policy::none())
+                .gzip(true)
+                .brotli(true)
+                .deflate(true)
+        };
+        let build_error = |e: reqwest::Error| {
+            FetchError::Other(format!("cannot build HTTP client: {}", error_chain(&e)))
+        };
+        let public_client = builder()
+            .dns_resolver(Arc::new(GuardedResolver::new(lookup.clone())))
             .build()
-            .map_err(|e| FetchError::Other(format!("cannot build HTTP client: {e}")))?;
+            .map_err(build_error)?;
+        let any_client = builder()
+            .dns_resolver(lookup)
+            .build()
+            .map_err(build_error)?;
         let pacing = pacing_quota(config.per_host_delay).map(RateLimiter::keyed);
         Ok(Fetcher {
-            client,
+            public_client,
+            any_client,
+            allow_private_networks: config.allow_private_networks,
+            max_redirects: config.max_redirects,
+            backoff_max: config.backoff_max,
             max_body_bytes: config.max_body_bytes,
             global: Arc::new(Semaphore::new(config.global_concurrency)),
             per_host_concurrency: config.per_host_concurrency,
@@ -218,7 +264,7 @@ impl Fetcher {
     }
 
     fn pause_host(&self, host: &str, wait: Duration) {
-        let until = Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+        let until = policy::after(Utc::now(), wait.min(self.backoff_max));
         let mut paused = self.paused.lock().unwrap_or_else(|p| p.into_inner());
         let entry = paused.entry(host.to_string()).or_insert(until);
         if *entry < until {
@@ -226,22 +272,77 @@ impl Fetcher {
         }
     }
 
-    /// GETs `url`, conditionally when `validators` are given.
+    /// GETs `url`, conditionally when `validators` are given, following
+    /// redirects itself: the first URL and every hop are checked against
+    /// `policy` and the fetcher's rules, and each hop is a new request that
+    /// waits its turn at its own host.
     pub async fn get(
         &self,
         url: &Url,
         validators: &Validators,
+        policy: &FetchPolicy,
     ) -> Result<FetchOutcome, FetchError> {
+        let mut visited: Vec<Url> = Vec::new();
+        let mut current = url.clone();
+        loop {
+            if !visited.is_empty()
+                && let Some(reason) = redirect_refusal(&visited, &current, self.max_redirects)
+            {
+                return Err(FetchError::Redirect(reason));
+            }
+            if let Some(reason) = policy.host_refusal(&current) {
+                return Err(if visited.is_empty() {
+                    FetchError::HostNotAllowed(reason)
+                } else {
+                    FetchError::Redirect(format!("to {current}: {reason}"))
+                });
+            }
+            let (response, permits) = self.request(&current, validators, policy).await?;
+            let status = response.status();
+            let head =
+                ResponseHead::read(response.headers(), &current, Utc::now(), self.backoff_max);
+            if is_followed_redirect(status)
+                && let Some(location) = head.location
+            {
+                drop(response);
+                drop(permits);
+                let next = location.map_err(|why| {
+                    FetchError::Redirect(format!("{status} from {current}: {why}"))
+                })?;
+                visited.push(std::mem::replace(&mut current, next));
+                continue;
+            }
+            return self.finish(response, head, current, permits).await;
+        }
+    }
+
+    /// Sends one request for `url` (one hop), after the politeness waits; the
+    /// permits are held until the caller is done with the response.
+    async fn request(
+        &self,
+        url: &Url,
+        validators: &Validators,
+        policy: &FetchPolicy,
+    ) -> Result<(reqwest::Response, [OwnedSemaphorePermit; 2]), FetchError> {
         let host = host_key(url)?;
+        let client = if self.allow_private_networks || policy.is_trusted_host(url) {
+            &self.any_client
+        } else {
+            // IP literals never reach the resolver: they are checked here.
+            if let Some(refused) = guard::literal_refusal(url) {
+                return Err(FetchError::NonPublic(refused));
+            }
+            &self.public_client
+        };
         if let Some(until) = self.paused_until(&host) {
             return Err(FetchError::HostPaused { host, until });
         }
-        let host_slot = self.host_slot(&host);
-        let _host_permit = host_slot
+        let host_permit = self
+            .host_slot(&host)
             .acquire_owned()
             .await
             .map_err(|_| FetchError::Other("fetcher closed".into()))?;
-        let _global_permit = self
+        let global_permit = self
             .global
             .clone()
             .acquire_owned()
@@ -255,41 +356,49 @@ impl Fetcher {
         if let Some(until) = self.paused_until(&host) {
             return Err(FetchError::HostPaused { host, until });
         }
-
-        let mut request = self.client.get(url.clone());
+        let mut request = client.get(url.clone());
         if let Some(etag) = &validators.etag {
             request = request.header(header::IF_NONE_MATCH, etag);
         }
         if let Some(lm) = &validators.last_modified {
             request = request.header(header::IF_MODIFIED_SINCE, lm);
         }
-        let mut response = request.send().await.map_err(FetchError::from_reqwest)?;
+        let response = request.send().await.map_err(FetchError::from_reqwest)?;
+        Ok((response, [host_permit, global_permit]))
+    }
+
+    /// The last hop's response: 304, an error status (a 429/503 with
+    /// `Retry-After` pauses the host), or a body read up to the cap.
+    async fn finish(
+        &self,
+        mut response: reqwest::Response,
+        head: ResponseHead,
+        final_url: Url,
+        _permits: [OwnedSemaphorePermit; 2],
+    ) -> Result<FetchOutcome, FetchError> {
         let status = response.status();
         if status == StatusCode::NOT_MODIFIED {
             return Ok(FetchOutcome::NotModified);
         }
         if !status.is_success() {
-            let retry_after = parse_retry_after(response.headers(), Utc::now());
             if matches!(status.as_u16(), 429 | 503)
-                && let Some(wait) = retry_after
+                && let Some(wait) = head.retry_after
             {
-                self.pause_host(&host, wait);
+                self.pause_host(&host_key(&final_url)?, wait);
             }
             return Err(FetchError::Status {
                 status: status.as_u16(),
-                retry_after,
+                retry_after: head.retry_after,
             });
         }
-        if let Some(len) = response.content_length()
+        if let Some(len) = head.content_length
             && len > self.max_body_bytes
-            && response.headers().get(header::CONTENT_ENCODING).is_none()
+            && !head.encoded
         {
             return Err(FetchError::TooLarge {
                 limit: self.max_body_bytes,
             });
         }
-        let final_url = response.url().clone();
-        let headers = response.headers().clone();
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(FetchError::from_reqwest)? {
             if (body.len() + chunk.len()) as u64 > self.max_body_bytes {
@@ -302,14 +411,16 @@ impl Fetcher {
         Ok(FetchOutcome::Fetched(Fetched {
             status: status.as_u16(),
             final_url,
-            content_type: header_string(&headers, header::CONTENT_TYPE),
-            validators: Validators {
-                etag: header_string(&headers, header::ETAG),
-                last_modified: header_string(&headers, header::LAST_MODIFIED),
-            },
+            content_type: head.content_type,
+            validators: head.validators,
             body: Bytes::from(body),
         }))
     }
+}
+
+/// The statuses whose `Location` is followed (a GET stays a GET on each).
+fn is_followed_redirect(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
 }
 
 fn pacing_quota(delay: Duration) -> Option<Quota> {
@@ -328,14 +439,6 @@ pub fn host_key(url: &Url) -> Result<String, FetchError> {
         Some(port) => format!("{host}:{port}"),
         None => host.to_string(),
     })
-}
-
-fn header_string(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
 }
 
 #[cfg(test)]

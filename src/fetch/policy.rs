@@ -9,17 +9,35 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
-/// `Retry-After` as seconds or an HTTP date, relative to `now`. A date in the
-/// past means "now" (zero); a value that is neither is ignored.
-pub fn parse_retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
+/// `Retry-After` as seconds or an HTTP date, relative to `now`, and never more
+/// than `max` (a server cannot park a source or a webhook for centuries, nor
+/// overflow a clock with `Retry-After: 10000000000000`). A date in the past
+/// means "now" (zero); a value that is neither is ignored.
+pub fn parse_retry_after(
+    headers: &HeaderMap,
+    now: DateTime<Utc>,
+    max: Duration,
+) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+        return Some(Duration::from_secs(secs).min(max));
     }
     let when = DateTime::parse_from_rfc2822(value)
         .ok()?
         .with_timezone(&Utc);
-    Some((when - now).to_std().unwrap_or(Duration::ZERO))
+    let wait = when
+        .signed_duration_since(now)
+        .to_std()
+        .unwrap_or(Duration::ZERO);
+    Some(wait.min(max))
+}
+
+/// `now + wait`, or the latest time chrono can hold when that would overflow.
+pub fn after(now: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(wait)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// Exponential backoff with full jitter: a random wait in `[base·2^(n-1) / 2, base·2^(n-1)]`,
@@ -77,14 +95,23 @@ mod tests {
             .with_timezone(&Utc);
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, HeaderValue::from_static("120"));
-        assert_eq!(parse_retry_after(&h, now), Some(Duration::from_secs(120)));
+        let max = Duration::from_secs(3600);
+        assert_eq!(
+            parse_retry_after(&h, now, max),
+            Some(Duration::from_secs(120))
+        );
         h.insert(
             RETRY_AFTER,
             HeaderValue::from_static("Wed, 04 Jun 2025 08:05:00 GMT"),
         );
-        assert_eq!(parse_retry_after(&h, now), Some(Duration::from_secs(300)));
+        assert_eq!(
+            parse_retry_after(&h, now, max),
+            Some(Duration::from_secs(300))
+        );
         h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
-        assert_eq!(parse_retry_after(&h, now), None);
+        assert_eq!(parse_retry_after(&h, now, max), None);
+        h.insert(RETRY_AFTER, HeaderValue::from_static("10000000000000"));
+        assert_eq!(parse_retry_after(&h, now, max), Some(max));
     }
 
     #[test]

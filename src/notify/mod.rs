@@ -6,6 +6,7 @@
 //! exponential backoff and jitter (honouring `Retry-After`), or dead.
 
 pub mod payload;
+pub mod redact;
 pub mod signing;
 
 use std::collections::HashMap;
@@ -24,11 +25,20 @@ use crate::fetch::policy::{backoff, parse_retry_after};
 use crate::store::{Delivery, DeliveryResult, Store, StoreResult};
 use signing::SigningKey;
 
-/// One configured webhook, ready to send to.
-#[derive(Debug, Clone)]
+/// One configured webhook, ready to send to. Its URL is a credential: only
+/// [`redact::redact_webhook_url`]'s form of it is ever shown.
+#[derive(Clone)]
 struct Target {
     url: String,
     key: SigningKey,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("url", &redact::redact_webhook_url(&self.url))
+            .finish_non_exhaustive()
+    }
 }
 
 /// What one pass over the outbox did.
@@ -180,7 +190,8 @@ impl Notifier {
             },
             Ok(resp) => {
                 let status = resp.status();
-                let retry_after = parse_retry_after(resp.headers(), Utc::now());
+                let retry_after =
+                    parse_retry_after(resp.headers(), Utc::now(), self.config.backoff_max);
                 let error = format!("receiver answered HTTP {status}");
                 if is_retryable(status) {
                     self.retry_or_dead(attempt, Some(status.as_u16()), error, retry_after)
@@ -196,13 +207,15 @@ impl Notifier {
                 }
             }
             Err(e) => {
-                debug!(error = ?e, "webhook request failed");
                 let kind = if e.is_timeout() {
                     "timed out"
                 } else {
                     "connection failed"
                 };
-                self.retry_or_dead(attempt, None, format!("{kind}: {e}"), None)
+                // reqwest's errors quote the URL, which is the webhook's credential.
+                let cause = redact::scrub(&error_chain(&e.without_url()), [target.url.as_str()]);
+                debug!(webhook = %d.webhook, error = %cause, "webhook request failed");
+                self.retry_or_dead(attempt, None, format!("{kind}: {cause}"), None)
             }
         }
     }
@@ -261,6 +274,21 @@ impl Notifier {
             }
         }
     }
+}
+
+/// An error and its causes on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// 408, 429 and 5xx are worth retrying; other statuses are final.

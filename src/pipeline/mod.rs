@@ -33,7 +33,7 @@ use tracing::{Instrument, debug, error, info_span};
 use url::Url;
 
 use crate::config::{Config, SourceKind};
-use crate::fetch::{FetchError, FetchOutcome, Fetcher, Validators};
+use crate::fetch::{FetchError, FetchOutcome, FetchPolicy, Fetcher, Validators};
 use crate::store::{PageFailure, PreparedStory, SourceRow, Store};
 use crate::topics::TopicSet;
 
@@ -192,26 +192,33 @@ pub async fn run(shared: Shared, mut jobs: mpsc::Receiver<PollJob>, stats: Arc<P
 }
 
 /// Polls one source. A poll that panics is still a poll: it is recorded as failed
-/// (and counts toward `source.failing`) rather than lost with its task.
+/// (and counts toward `source.failing`), logged at error with the source's name,
+/// rather than lost with its task.
 async fn poll_guarded(shared: Shared, job: PollJob) -> Polled {
     let polled_at = Utc::now();
-    let inner = tokio::spawn(poll_source(shared, job.clone(), polled_at));
-    match inner.await {
+    catching_panics(job.clone(), polled_at, poll_source(shared, job, polled_at)).await
+}
+
+/// Runs `poll`; a panic in it becomes a failed poll of `job`.
+async fn catching_panics(
+    job: PollJob,
+    polled_at: DateTime<Utc>,
+    poll: impl std::future::Future<Output = Polled>,
+) -> Polled {
+    use futures_util::FutureExt;
+    match std::panic::AssertUnwindSafe(poll).catch_unwind().await {
         Ok(polled) => polled,
-        Err(e) => {
-            let reason = match e.try_into_panic() {
-                Ok(panic) => panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "panic".into()),
-                Err(e) => e.to_string(),
-            };
-            error!(source = %job.plan.spec.name(), reason = %reason, "internal error while polling");
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_string());
+            error!(source = %job.plan.spec.name(), panic = %message, "internal error while polling; the poll is recorded as failed");
             let mut polled = Polled::new(job, polled_at);
             polled.result = Err(PollFailure::new(
                 None,
-                format!("internal error while polling: {reason}"),
+                format!("internal error while polling: {message}"),
             ));
             polled
         }
@@ -243,7 +250,11 @@ async fn fetch_source(shared: &Shared, job: &PollJob) -> Result<Answer, PollFail
         etag: job.row.etag.clone(),
         last_modified: job.row.last_modified.clone(),
     };
-    match shared.fetcher.get(&url, &validators).await {
+    match shared
+        .fetcher
+        .get(&url, &validators, &FetchPolicy::source(&url))
+        .await
+    {
         Ok(FetchOutcome::NotModified) => {
             debug!("not modified");
             Ok(Answer::NotModified(Fetched {
@@ -254,5 +265,65 @@ async fn fetch_source(shared: &Shared, job: &PollJob) -> Result<Answer, PollFail
         }
         Ok(FetchOutcome::Fetched(body)) => Ok(Answer::Body(url, Box::new(body))),
         Err(e) => Err(PollFailure::from_fetch(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SourceState;
+
+    fn job() -> PollJob {
+        PollJob {
+            row: SourceRow {
+                id: 1,
+                name: "hkfp".into(),
+                url: "https://hongkongfp.com/feed/".into(),
+                state: SourceState::Active,
+                etag: None,
+                last_modified: None,
+                next_poll_at: None,
+                consecutive_failures: 0,
+                last_error: None,
+                last_status: None,
+            },
+            plan: Arc::new(plan::plan_of(
+                "[[sources]]\nname = \"hkfp\"\nkind = \"feed\"\nurl = \"https://hongkongfp.com/feed/\"\n",
+            )),
+            lease_owner: Arc::from("test/1"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_poll_becomes_a_failure_that_names_it() {
+        let now = Utc::now();
+        let failed = catching_panics(job(), now, async {
+            if std::hint::black_box(true) {
+                panic!("a header the server did not send");
+            }
+            Polled::new(job(), now)
+        })
+        .await;
+        let failure = failed.result.expect_err("a failure, not a panic");
+        assert_eq!(
+            failure.message,
+            "internal error while polling: a header the server did not send"
+        );
+        assert_eq!(
+            (failure.status, failure.retry_after, failure.deferred_until),
+            (None, None, None),
+            "an ordinary failure of the source's own poll"
+        );
+        let ok = catching_panics(job(), now, async {
+            let mut polled = Polled::new(job(), now);
+            polled.result = Ok(Fetched {
+                status: 200,
+                validators: Validators::default(),
+                complete: true,
+            });
+            polled
+        })
+        .await;
+        assert_eq!(ok.result.ok().map(|f| f.status), Some(200));
     }
 }

@@ -9,7 +9,7 @@ use url::Url;
 
 use super::{Shared, SourcePlan};
 use crate::extract::{self, Article};
-use crate::fetch::{FetchOutcome, Validators};
+use crate::fetch::{FetchOutcome, FetchPolicy, Validators};
 
 /// Most article pages fetched in one poll of a source; the rest wait for the next
 /// poll, and the source's validators wait with them.
@@ -25,7 +25,15 @@ pub(crate) async fn fetch_article(
     plan: &Arc<SourcePlan>,
     link: &Url,
 ) -> Result<(Article, Url), String> {
-    let page = match shared.fetcher.get(link, &Validators::default()).await {
+    // The page and every hop it redirects to keep to the source's host rule.
+    let source_url = Url::parse(&plan.spec.url)
+        .map_err(|e| format!("bad source URL {:?}: {e}", plan.spec.url))?;
+    let policy = FetchPolicy::article(&source_url, &plan.spec.allow_hosts);
+    let page = match shared
+        .fetcher
+        .get(link, &Validators::default(), &policy)
+        .await
+    {
         Ok(FetchOutcome::Fetched(page)) => page,
         Ok(FetchOutcome::NotModified) => {
             return Err("304 Not Modified to an unconditional request".into());

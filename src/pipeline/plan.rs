@@ -44,32 +44,7 @@ impl SourcePlan {
     /// Whether article pages at `url` may be fetched for this source: the
     /// source's own host (a leading `www.` aside, same port) or one of `allow_hosts`.
     pub fn may_follow(&self, source_url: &Url, url: &Url) -> bool {
-        if !matches!(url.scheme(), "http" | "https") {
-            return false;
-        }
-        let site = |u: &Url| {
-            u.host_str().map(|h| {
-                h.to_ascii_lowercase()
-                    .trim_start_matches("www.")
-                    .to_string()
-            })
-        };
-        let (Some(host), port) = (site(url), url.port_or_known_default()) else {
-            return false;
-        };
-        if site(source_url).as_deref() == Some(host.as_str())
-            && source_url.port_or_known_default() == port
-        {
-            return true;
-        }
-        self.spec.allow_hosts.iter().any(|allowed| {
-            let allowed = allowed.trim().to_ascii_lowercase();
-            let (h, p) = match allowed.rsplit_once(':') {
-                Some((h, p)) if p.parse::<u16>().is_ok() => (h.to_string(), p.parse::<u16>().ok()),
-                _ => (allowed.clone(), None),
-            };
-            h.trim_start_matches("www.") == host && p.is_none_or(|p| Some(p) == port)
-        })
+        crate::fetch::guard::HostRule::new(source_url, &self.spec.allow_hosts).allows(url)
     }
 }
 

@@ -36,3 +36,6 @@ mod polls;
 // endless responses, redirects, charsets, odd dates, huge feeds, HTTP statuses,
 // source health events and a TLS handshake — each bad source fails alone.
 mod hostile;
+// Issue 13's attacks: redirects off the host rule, names that resolve to
+// loopback, webhook URLs (credentials) in output, and absurd Retry-After values.
+mod security;

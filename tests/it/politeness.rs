@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::State;
 use feedwatch::config::HttpConfig;
-use feedwatch::fetch::{FetchOutcome, Fetcher, Validators};
+use feedwatch::fetch::{FetchOutcome, FetchPolicy, Fetcher, Validators};
 use url::Url;
 
 #[derive(Default)]
@@ -56,7 +56,10 @@ async fn fetch_all(fetcher: Arc<Fetcher>, urls: Vec<String>) {
             let f = fetcher.clone();
             tokio::spawn(async move {
                 let url = Url::parse(&u).unwrap();
-                match f.get(&url, &Validators::default()).await {
+                match f
+                    .get(&url, &Validators::default(), &FetchPolicy::source(&url))
+                    .await
+                {
                     Ok(FetchOutcome::Fetched(_)) => {}
                     other => panic!("{u}: {other:?}"),
                 }

@@ -1135,30 +1135,3 @@ proptest! {
         prop_assert!(bytes.is_empty() || !text.is_empty() || bytes.len() < 4);
     }
 }
-
-#[test]
-#[ignore = "replays inputs logged by FEED_FUZZ_LOG, converted to files in $FEED_FUZZ_REPLAY"]
-fn replay_logged_fuzz_inputs() {
-    let Some(dir) = std::env::var_os("FEED_FUZZ_REPLAY") else {
-        return;
-    };
-    let mut panicked = Vec::new();
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        total += 1;
-        let bytes = std::fs::read(entry.path()).unwrap();
-        let r = parse_feed(
-            &bytes,
-            None,
-            &url("https://fuzz.example.test/feed"),
-            fetched_at(),
-        );
-        if matches!(r, Err(FeedError::ParserPanicked)) {
-            panicked.push(entry.path());
-        }
-    }
-    println!(
-        "{} of {total} still make feed-rs panic: {panicked:?}",
-        panicked.len()
-    );
-}

@@ -224,6 +224,12 @@ impl Receiver {
 
     /// A receiver that answers with `statuses` in turn, then 200.
     pub async fn start_scripted(statuses: Vec<u16>) -> Receiver {
+        Self::start_scripted_on("127.0.0.1:0".parse().unwrap(), statuses).await
+    }
+
+    /// [`Receiver::start_scripted`] listening on `addr` (e.g. a port a webhook
+    /// URL already names, which refused connections until now).
+    pub async fn start_scripted_on(addr: SocketAddr, statuses: Vec<u16>) -> Receiver {
         let (count, _) = watch::channel(0);
         let state = Arc::new(ReceiverState {
             received: Mutex::new(Vec::new()),
@@ -231,7 +237,7 @@ impl Receiver {
             script: Mutex::new(statuses.into_iter().rev().collect()),
         });
         let app = Router::new().fallback(receive).with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Receiver { addr, state }
