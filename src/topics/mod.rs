@@ -8,11 +8,15 @@
 //! - [`query`]: lexer and parser, query string → tree, with column-precise errors.
 //! - [`tokenize`]: text → folded words, the same for queries and stories.
 //! - [`matcher`]: all topics compiled together; one pass over a story for all of them.
+//! - [`explain`]: the same queries evaluated clause by clause, to say why a topic did or did
+//!   not match (tuning commands only).
 
+mod explain;
 mod matcher;
 mod query;
 mod tokenize;
 
+pub use explain::{Explanation, TopicExplainer};
 pub use matcher::{TopicMatch, TopicSet, TopicSpec};
 pub use query::QueryError;
 
