@@ -28,3 +28,5 @@ mod dedup;
 // endless responses, redirects, charsets, odd dates, huge feeds, HTTP statuses,
 // source health events and a TLS handshake — each bad source fails alone.
 mod hostile;
+// Tuning topics: backtest over stored stories, eval on labels, label, match --explain.
+mod tuning;
