@@ -10,10 +10,12 @@
 //! `sqlite://DIR/feedwatch.db` or `--database URL`), serves generated RSS feeds on a
 //! loopback port, and runs one `once` pass through the library (`App::run_once`): every
 //! story is fetched, parsed, normalised, deduplicated, matched and stored by the real
-//! pipeline. Story texts are random draws of sentences (and titles) from the labelled
-//! development set (`../shared/data/topics-dev.json`, or `--data PATH`), so about as many
-//! stories match each topic as in real news; each story gets a sentence of its own so
-//! none is an exact copy. Published dates are spread over the last 60 days.
+//! pipeline. Story texts come from the labelled development set
+//! (`../shared/data/topics-dev.json`, or `--data PATH`): a dev-set title, sentences of
+//! words drawn at random from the whole set's vocabulary (so topic words turn up at about
+//! their usual rate, but word runs are new and stories are not near-duplicates of each
+//! other), and in one story out of eight a real sentence of a dev-set story, which is what
+//! makes most matches. Published dates are spread over the last 60 days.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -106,7 +108,12 @@ async fn fill(args: Args) -> anyhow::Result<()> {
         .filter(|s| s.split_whitespace().count() >= 5)
         .collect();
     let titles: Vec<&str> = dev.items.iter().map(|i| i.title.as_str()).collect();
-    let feeds = generate_feeds(args.stories, &titles, &sentences);
+    let words: Vec<&str> = dev
+        .items
+        .iter()
+        .flat_map(|i| i.body.split_whitespace())
+        .collect();
+    let feeds = generate_feeds(args.stories, &titles, &words, &sentences);
 
     let base = serve(feeds.clone()).await;
     std::fs::create_dir_all(&args.dir)?;
@@ -160,7 +167,12 @@ async fn fill(args: Args) -> anyhow::Result<()> {
 }
 
 /// RSS feeds of `PER_FEED` generated stories each, `stories` in all.
-fn generate_feeds(stories: usize, titles: &[&str], sentences: &[String]) -> Vec<String> {
+fn generate_feeds(
+    stories: usize,
+    titles: &[&str],
+    words: &[&str],
+    sentences: &[String],
+) -> Vec<String> {
     let mut rng = StdRng::seed_from_u64(15);
     let now = chrono::Utc::now();
     let mut feeds = Vec::new();
@@ -175,10 +187,14 @@ fn generate_feeds(stories: usize, titles: &[&str], sentences: &[String]) -> Vec<
             let title = titles[rng.random_range(0..titles.len())];
             let mut body = String::new();
             for _ in 0..rng.random_range(6..16) {
-                body += &format!(
-                    "<p>{}.</p>",
-                    sentences[rng.random_range(0..sentences.len())]
-                );
+                let sentence: Vec<&str> = (0..rng.random_range(8..25))
+                    .map(|_| words[rng.random_range(0..words.len())])
+                    .collect();
+                body += &format!("<p>{}.</p>", escape(&sentence.join(" ")));
+            }
+            if rng.random_range(0..8) == 0 {
+                let real = &sentences[rng.random_range(0..sentences.len())];
+                body += &format!("<p>{}.</p>", escape(real));
             }
             body += &format!(
                 "<p>Archive reference {i}, desk {}.</p>",
