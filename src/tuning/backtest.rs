@@ -215,7 +215,8 @@ pub fn render(report: &BacktestReport) -> String {
         report.stories_per_second
     );
     for t in &report.topics {
-        let _ = writeln!(out, "\n{}  {}", t.name, t.query);
+        let query = t.query.split_whitespace().collect::<Vec<_>>().join(" ");
+        let _ = writeln!(out, "\n{}  {query}", t.name);
         let _ = writeln!(
             out,
             "  matches now {} (stored {}): {} added, {} dropped",

@@ -314,9 +314,10 @@ pub fn render(report: &EvalReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{} labelled stories, {} topics",
+        "{} labelled stories, {} topic{}",
         report.items,
-        report.topics.len()
+        report.topics.len(),
+        if report.topics.len() == 1 { "" } else { "s" }
     );
     if !report.not_found.is_empty() {
         let _ = writeln!(

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures_util::stream::{BoxStream, StreamExt};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{PgPool, Row};
+use sqlx::{ConnectOptions, PgPool, Row};
 
 use super::{
     Access, Archive, ArchiveError, ArchiveResult, ArchivedStory, Label, LabelledStory,
@@ -67,7 +67,10 @@ impl PostgresArchive {
                 source,
             })
         };
-        let mut options = PgConnectOptions::from_str(url).map_err(connect_err)?;
+        // A backtest streams the whole table through one statement: not a slow query.
+        let mut options = PgConnectOptions::from_str(url)
+            .map_err(connect_err)?
+            .disable_statement_logging();
         if access == Access::ReadOnly {
             options = options.options([("default_transaction_read_only", "on")]);
         }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures_util::stream::{BoxStream, StreamExt};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
-use sqlx::{Row, SqlitePool};
+use sqlx::{ConnectOptions, Row, SqlitePool};
 
 use super::{
     Access, Archive, ArchiveError, ArchiveResult, ArchivedStory, Label, LabelledStory,
@@ -86,7 +86,9 @@ impl SqliteArchive {
             .map_err(connect_err)?
             .create_if_missing(false)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // A backtest streams the whole table through one statement: not a slow query.
+            .disable_statement_logging();
         let path = options.get_filename();
         if !path.as_os_str().is_empty()
             && path != std::path::Path::new(":memory:")
