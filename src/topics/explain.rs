@@ -305,9 +305,12 @@ fn why_not(q: &Query, story: &Words<'_>, out: &mut Vec<String>) {
             let mut hits = found.hits;
             hits.sort_unstable();
             hits.dedup();
+            let clause = match **inner {
+                Query::And(_) | Query::Or(_) => format!("({})", Shown(inner)),
+                _ => Shown(inner).to_string(),
+            };
             out.push(format!(
-                "excluded by NOT {}: found {}",
-                Shown(inner),
+                "excluded by NOT {clause}: found {}",
                 quote_all(&story.texts(&hits))
             ));
         }

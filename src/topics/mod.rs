@@ -148,6 +148,45 @@ mod tests {
         assert!(wrong.is_empty(), "misclassified: {wrong:?}");
     }
 
+    /// The explainer and the matcher agree on every default topic and story: matched or
+    /// not, and the score.
+    fn assert_explainer_agrees(stories: &[Story]) {
+        let specs = default_specs();
+        let set = TopicSet::compile(&specs).unwrap();
+        let explainer = TopicExplainer::new(&specs).unwrap();
+        for story in stories {
+            let fast = set.match_story(&story.title, &story.body);
+            for e in explainer.explain(&story.title, &story.body) {
+                let hit = fast.iter().find(|m| m.topic == e.topic);
+                assert_eq!(e.matched, hit.is_some(), "{} {}: {e:?}", story.id, e.topic);
+                if let Some(m) = hit {
+                    assert_eq!((e.score, &e.terms), (m.score, &m.terms), "{}", story.id);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_explainer_agrees_with_the_matcher_on_the_hand_written_stories() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/topics/stories.json"
+        );
+        let stories: Stories = serde_json::from_str(&read(path)).unwrap();
+        assert_explainer_agrees(&stories.items);
+    }
+
+    #[test]
+    #[ignore = "needs ../shared/data"]
+    fn the_explainer_agrees_with_the_matcher_on_the_dev_set() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/data/topics-dev.json"
+        );
+        let stories: Stories = serde_json::from_str(&read(path)).unwrap();
+        assert_explainer_agrees(&stories.items);
+    }
+
     #[test]
     #[ignore = "needs ../shared/data"]
     fn the_default_topics_meet_the_dev_set_targets() {
