@@ -607,3 +607,29 @@ query = 'laser* NEAR/5 drone*'
         "{text}"
     );
 }
+
+async fn a_read_only_archive_refuses_writes_at_the_connection(backend: Backend) {
+    let Some(f) = filled(backend).await else {
+        return;
+    };
+    use feedwatch::store::archive::{self, Access, ArchiveError, Label};
+    let id = f.db.story_rows().await[0].id;
+    let label = [Label {
+        topic: "tariffs".into(),
+        relevant: true,
+    }];
+    let ro = archive::open(&f.db.url, Access::ReadOnly).await.unwrap();
+    let refused = ro.record_labels(id, &label, chrono::Utc::now()).await;
+    ro.close().await;
+    assert!(
+        matches!(refused, Err(ArchiveError::Store(_))),
+        "a read-only archive wrote: {refused:?}"
+    );
+    let rw = archive::open(&f.db.url, Access::ReadWrite).await.unwrap();
+    rw.record_labels(id, &label, chrono::Utc::now())
+        .await
+        .unwrap();
+    rw.close().await;
+    f.db.cleanup().await;
+}
+both_backends!(a_read_only_archive_refuses_writes_at_the_connection);
