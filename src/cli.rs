@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 use crate::app::App;
 use crate::config::{self, Config, ConfigError};
 use crate::telemetry::{self, LogFormat};
+use crate::tuning::{self, LabelsFrom, TopicArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -46,9 +47,58 @@ pub enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Say why each topic did or did not match: the clauses that failed, or the
+        /// terms that counted and the score.
+        #[arg(long)]
+        explain: bool,
         /// FILE, URL or - (stdin).
         #[arg(default_value = "-")]
         input: String,
+    },
+    /// Run the topics (or changed queries) over the stored stories: what they match now,
+    /// and what they add to or drop from the stored matches. Only reads.
+    Backtest {
+        /// Only stories published (else fetched) this recently, e.g. 7d.
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
+        /// Only this topic (repeatable).
+        #[arg(long = "topic", value_name = "NAME")]
+        topics: Vec<String>,
+        /// Replace topic NAME's query, or add topic NAME (repeatable).
+        #[arg(long = "query", value_name = "NAME=QUERY")]
+        queries: Vec<String>,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Precision, recall and F1 per topic on labelled stories: a labels file or --stored.
+    Eval {
+        /// Labels file ({"items": [{"id", "url", "title", "body", "topics"}]}), or - for stdin.
+        #[arg(required_unless_present = "stored", conflicts_with = "stored")]
+        labels: Option<String>,
+        /// Use the labels recorded with `feedwatch label`.
+        #[arg(long)]
+        stored: bool,
+        /// With --stored: only labels given this recently, e.g. 30d.
+        #[arg(long, value_name = "DURATION", requires = "stored")]
+        since: Option<String>,
+        /// Only this topic (repeatable).
+        #[arg(long = "topic", value_name = "NAME")]
+        topics: Vec<String>,
+        /// Replace topic NAME's query, or add topic NAME (repeatable).
+        #[arg(long = "query", value_name = "NAME=QUERY")]
+        queries: Vec<String>,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record a judgement of a stored story: +TOPIC relevant, -TOPIC not relevant.
+    Label {
+        /// The story's id (`stories.id`, `story_id` in `matched_stories` and alerts).
+        story_id: i64,
+        /// +TOPIC or -TOPIC, one or more.
+        #[arg(required = true, allow_hyphen_values = true, num_args = 1..)]
+        judgements: Vec<String>,
     },
     /// Inspect and re-drive the webhook outbox.
     Deliveries {
@@ -167,7 +217,45 @@ async fn dispatch(command: Command, config: Config, path: PathBuf) -> ExitCode {
                 Err(e) => failure(&e),
             }
         }
-        Command::Match { json, input } => crate::dry_run::run_match(&config, &input, json).await,
+        Command::Match {
+            json,
+            explain,
+            input,
+        } => crate::dry_run::run_match(&config, &input, json, explain).await,
+        Command::Backtest {
+            since,
+            topics,
+            queries,
+            json,
+        } => {
+            let topics = TopicArgs {
+                only: topics,
+                queries,
+            };
+            tuning::backtest_command(&config, &topics, since.as_deref(), json).await
+        }
+        Command::Eval {
+            labels,
+            stored,
+            since,
+            topics,
+            queries,
+            json,
+        } => {
+            let from = match labels {
+                Some(path) if !stored => LabelsFrom::File(path),
+                _ => LabelsFrom::Stored { since },
+            };
+            let topics = TopicArgs {
+                only: topics,
+                queries,
+            };
+            tuning::eval_command(&config, &from, &topics, json).await
+        }
+        Command::Label {
+            story_id,
+            judgements,
+        } => tuning::label_command(&config, story_id, &judgements).await,
         Command::Deliveries { action } => deliveries(config, action).await,
     }
 }

@@ -3,7 +3,8 @@
 //! URL or stdin) may be a feed (each entry is a story), an HTML page (one
 //! story, extracted like an article page) or plain text (first line title).
 //! It goes through the same normaliser as the daemon, so boilerplate that the
-//! daemon strips does not count here either.
+//! daemon strips does not count here either. With `--explain` each topic also says why it
+//! did or did not match ([`crate::topics::TopicExplainer`]).
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -16,13 +17,16 @@ use crate::config::Config;
 use crate::fetch::{FetchOutcome, FetchPolicy, Fetcher, Validators};
 use crate::normalize::{RawStory, normalize};
 use crate::source::feed::parse_feed;
-use crate::topics::{TopicMatch, TopicSet};
+use crate::topics::{Explanation, TopicExplainer, TopicMatch, TopicSet};
 
 #[derive(Debug, Serialize)]
 struct StoryReport {
     title: Option<String>,
     url: Option<String>,
     matches: Vec<MatchReport>,
+    /// With `--explain`: every topic, matched or not, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    explain: Option<Vec<Explanation>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -45,9 +49,18 @@ impl From<TopicMatch> for MatchReport {
 }
 
 /// Runs the `match` command; returns its exit code.
-pub async fn run_match(config: &Config, input: &str, json: bool) -> ExitCode {
-    let topics = match TopicSet::compile(&config.topic_specs()) {
+pub async fn run_match(config: &Config, input: &str, json: bool, explain: bool) -> ExitCode {
+    let specs = config.topic_specs();
+    let topics = match TopicSet::compile(&specs) {
         Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // The same queries parsed again for the explainer; they compiled, so they parse.
+    let explainer = match explain.then(|| TopicExplainer::new(&specs)).transpose() {
+        Ok(e) => e,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
@@ -60,7 +73,13 @@ pub async fn run_match(config: &Config, input: &str, json: bool) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let reports = match_document(&topics, &bytes, content_type.as_deref(), &base);
+    let reports = match_document(
+        &topics,
+        explainer.as_ref(),
+        &bytes,
+        content_type.as_deref(),
+        &base,
+    );
     if json {
         match serde_json::to_string_pretty(&reports) {
             Ok(s) => println!("{s}"),
@@ -122,6 +141,7 @@ fn sniff(bytes: &[u8]) -> &'static str {
 
 fn match_document(
     topics: &TopicSet,
+    explainer: Option<&TopicExplainer>,
     bytes: &[u8],
     content_type: Option<&str>,
     base: &Url,
@@ -183,11 +203,14 @@ fn match_document(
     raws.into_iter()
         .map(|r| {
             let story = normalize(r);
-            let matches = topics.match_story(story.title.as_deref().unwrap_or(""), &story.body);
+            let title = story.title.as_deref().unwrap_or("");
+            let matches = topics.match_story(title, &story.body);
+            let explain = explainer.map(|e| e.explain(title, &story.body));
             StoryReport {
                 title: story.title,
                 url: (!story.url.starts_with("feedwatch:")).then_some(story.url),
                 matches: matches.into_iter().map(MatchReport::from).collect(),
+                explain,
             }
         })
         .collect()
@@ -214,6 +237,9 @@ fn render(reports: &[StoryReport]) -> String {
             );
             let _ = writeln!(out, "    {}", m.snippet);
         }
+        if let Some(explanations) = &r.explain {
+            render_explanations(&mut out, explanations);
+        }
         let _ = writeln!(out);
     }
     let matched = reports.iter().filter(|r| !r.matches.is_empty()).count();
@@ -223,4 +249,27 @@ fn render(reports: &[StoryReport]) -> String {
         reports.len()
     );
     out
+}
+
+/// `--explain`: one line per topic, then the clauses that failed.
+fn render_explanations(out: &mut String, explanations: &[Explanation]) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "  why:");
+    for e in explanations {
+        if e.matched {
+            let _ = writeln!(
+                out,
+                "    {}: matched, score {} (min_score {}) from [{}]",
+                e.topic,
+                e.score,
+                e.min_score,
+                e.terms.join(", ")
+            );
+        } else {
+            let _ = writeln!(out, "    {}: no match", e.topic);
+            for line in &e.failed {
+                let _ = writeln!(out, "      {line}");
+            }
+        }
+    }
 }

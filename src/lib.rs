@@ -28,3 +28,4 @@ pub mod store;
 pub mod telemetry;
 pub(crate) mod text;
 pub mod topics;
+pub mod tuning;

@@ -6,6 +6,7 @@
 //! are written in one transaction, the new/update/duplicate verdict is taken
 //! inside it, and claims of sources and deliveries commit before any HTTP call.
 
+pub mod archive;
 mod open;
 mod postgres;
 mod sqlite;

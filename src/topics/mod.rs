@@ -8,11 +8,15 @@
 //! - [`query`]: lexer and parser, query string → tree, with column-precise errors.
 //! - [`tokenize`]: text → folded words, the same for queries and stories.
 //! - [`matcher`]: all topics compiled together; one pass over a story for all of them.
+//! - [`explain`]: the same queries evaluated clause by clause, to say why a topic did or did
+//!   not match (tuning commands only).
 
+mod explain;
 mod matcher;
 mod query;
 mod tokenize;
 
+pub use explain::{Explanation, TopicExplainer};
 pub use matcher::{TopicMatch, TopicSet, TopicSpec};
 pub use query::QueryError;
 
@@ -142,6 +146,45 @@ mod tests {
         let stories: Stories = serde_json::from_str(&read(path)).unwrap();
         let (_, wrong) = confusion(&set, &specs, &stories.items);
         assert!(wrong.is_empty(), "misclassified: {wrong:?}");
+    }
+
+    /// The explainer and the matcher agree on every default topic and story: matched or
+    /// not, and the score.
+    fn assert_explainer_agrees(stories: &[Story]) {
+        let specs = default_specs();
+        let set = TopicSet::compile(&specs).unwrap();
+        let explainer = TopicExplainer::new(&specs).unwrap();
+        for story in stories {
+            let fast = set.match_story(&story.title, &story.body);
+            for e in explainer.explain(&story.title, &story.body) {
+                let hit = fast.iter().find(|m| m.topic == e.topic);
+                assert_eq!(e.matched, hit.is_some(), "{} {}: {e:?}", story.id, e.topic);
+                if let Some(m) = hit {
+                    assert_eq!((e.score, &e.terms), (m.score, &m.terms), "{}", story.id);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_explainer_agrees_with_the_matcher_on_the_hand_written_stories() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/topics/stories.json"
+        );
+        let stories: Stories = serde_json::from_str(&read(path)).unwrap();
+        assert_explainer_agrees(&stories.items);
+    }
+
+    #[test]
+    #[ignore = "needs ../shared/data"]
+    fn the_explainer_agrees_with_the_matcher_on_the_dev_set() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/data/topics-dev.json"
+        );
+        let stories: Stories = serde_json::from_str(&read(path)).unwrap();
+        assert_explainer_agrees(&stories.items);
     }
 
     #[test]

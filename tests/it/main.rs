@@ -39,3 +39,5 @@ mod hostile;
 // Issue 13's attacks: redirects off the host rule, names that resolve to
 // loopback, webhook URLs (credentials) in output, and absurd Retry-After values.
 mod security;
+// Tuning topics: backtest over stored stories, eval on labels, label, match --explain.
+mod tuning;
