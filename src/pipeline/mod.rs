@@ -42,7 +42,7 @@ pub use plan::SourcePlan;
 pub use scheduler::Scheduler;
 
 /// Bound of the channel from the polls to the writer, in polls.
-const CHANNEL_BOUND: usize = 64;
+const CHANNEL_BOUND: usize = 8;
 
 /// Everything the stages share. Cheap to clone.
 #[derive(Clone)]
