@@ -529,14 +529,15 @@ fn write_config(
          #\n\
          # Every farm feed is on one host (127.0.0.1:{port}). The politeness settings exist to\n\
          # spare a real site; against the farm they would measure only feedwatch's own waiting\n\
-         # (1,000 feeds x 250 ms = 250 s). So per_host_delay is zero and the per-host\n\
+         # ({feeds} feeds x 250 ms = {wait} s). So per_host_delay is zero and the per-host\n\
          # concurrency is raised to the global limit (32, the default), as if the feeds were on\n\
-         # many hosts. Everything else is the default.\n\
+         # many hosts. defaults.interval is the benchmark's; everything else is the default.\n\
          [database]\nurl = \"{db}\"\nmax_connections = 8\n\n\
          [http]\nper_host_delay = \"0s\"\nper_host_concurrency = 32\nglobal_concurrency = 32\n\n\
          [defaults]\ninterval = \"{interval}\"\n\n\
          [[webhooks]]\nname = \"bench\"\nurl = \"{hook_url}\"\nformat = \"json\"\n\n",
         db = db.url,
+        wait = feeds / 4,
         interval = humantime::format_duration(interval),
     );
     for i in 0..feeds {
