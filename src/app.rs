@@ -64,6 +64,17 @@ impl App {
         let topics = TopicSet::compile(&config.topic_specs()).context("compiling topics")?;
         let store = store::connect(&config.database.url, config.database.max_connections).await?;
         info!(backend = store.backend(), url = %crate::config::redact_url(&config.database.url), "store ready");
+        if store.backend() == "sqlite" {
+            // One process owns a SQLite file: a lease still held is a crashed run's,
+            // and waiting for it to lapse would leave its sources unpolled for minutes.
+            match store.release_leases(None).await {
+                Ok(0) => {}
+                Ok(n) => info!(sources = n, "released the leases an earlier run left"),
+                Err(e) => {
+                    warn!(error = %e, "cannot release leases an earlier run left; they lapse on their own")
+                }
+            }
+        }
         let notifier = Notifier::new(&config).context("building the webhook client")?;
         let plans = config
             .sources
@@ -266,6 +277,20 @@ impl App {
                 ?grace,
                 "shutdown grace elapsed; abandoning unfinished polls (their leases expire, nothing committed is lost)"
             );
+        }
+        // Polls abandoned to the grace hand their sources back now rather than when
+        // their leases lapse.
+        match self
+            .shared
+            .store
+            .release_leases(Some(self.scheduler.instance()))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => info!(sources = n, "released the leases of abandoned polls"),
+            Err(e) => {
+                warn!(error = %e, "cannot release this daemon's leases; they lapse on their own")
+            }
         }
         self.shared.store.close().await;
         info!("feedwatch stopped");

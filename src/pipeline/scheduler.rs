@@ -41,6 +41,11 @@ impl Scheduler {
         }
     }
 
+    /// This process's identity: the part of its lease owners before the `/`.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
     /// How many sources are configured.
     pub fn sources(&self) -> usize {
         self.plans.len()

@@ -444,6 +444,12 @@ pub trait Store: Send + Sync + 'static {
         outbox: &dyn OutboxPolicy,
     ) -> StoreResult<PollSave>;
 
+    /// Releases the source leases whose owner starts with `instance` followed by `/`
+    /// (every lease with `None`), whatever their expiry, and returns how many. A daemon
+    /// releases its own on a clean exit; on SQLite, which one process owns, a starting
+    /// daemon releases every lease a crashed one left.
+    async fn release_leases(&self, instance: Option<&str>) -> StoreResult<u64>;
+
     /// Releases a lease `owner` still holds without recording a poll (its write
     /// failed): validators, streak and stories stay; it is polled again at `next_poll_at`.
     async fn release_source(

@@ -445,6 +445,20 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn release_leases(&self, instance: Option<&str>) -> StoreResult<u64> {
+        // `/` sorts right after the instance name, so `owner > 'I/' AND owner < 'I0'`
+        // is the prefix `I/` without LIKE's wildcards.
+        let done = sqlx::query(
+            "UPDATE sources SET lease_owner = NULL, lease_until = NULL \
+             WHERE lease_owner IS NOT NULL \
+               AND (?1 IS NULL OR (lease_owner > ?1 || '/' AND lease_owner < ?1 || '0'))",
+        )
+        .bind(instance)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn release_source(
         &self,
         source_id: i64,

@@ -432,3 +432,40 @@ async fn a_poll_whose_write_fails_leaves_nothing_and_is_done_again(backend: Back
     db.cleanup().await;
 }
 both_backends!(a_poll_whose_write_fails_leaves_nothing_and_is_done_again);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_a_new_run_polls_the_sources_a_crashed_one_had_leased() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let site = Site::start().await;
+    let receiver = Receiver::start().await;
+    let (title, paragraphs) = story(FERRY);
+    let first = (
+        title.as_str(),
+        "https://h.example/a",
+        Some(html(&paragraphs)),
+    );
+    put_feed(&site, "/feed", rss(std::slice::from_ref(&first)));
+    let config = config(&db, &[("harbour", site.url("/feed"))], &receiver);
+    run_once(&config).await;
+    // A run killed mid-poll leaves its lease behind, good for minutes.
+    db.execute(
+        "UPDATE sources SET lease_owner = 'crashed-1/7', \
+         lease_until = '9999-12-31T00:00:00.000000Z'",
+    )
+    .await;
+    put_feed(
+        &site,
+        "/feed",
+        rss(&[
+            first.clone(),
+            ("Later", "https://h.example/b", Some(html(&paragraphs[..1]))),
+        ]),
+    );
+    run_once(&config).await;
+    assert_eq!(
+        db.story_rows().await.len(),
+        2,
+        "one process owns a SQLite file: the crashed run's lease is released at start"
+    );
+    db.cleanup().await;
+}

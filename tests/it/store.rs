@@ -618,3 +618,39 @@ async fn a_poll_that_lost_its_lease_writes_nothing(backend: Backend) {
     db.cleanup().await;
 }
 both_backends!(a_poll_that_lost_its_lease_writes_nothing);
+
+async fn leases_are_released_by_their_instance_or_all_at_once(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let (store, _) = open(&db).await;
+    let now = Utc::now();
+    let claim = |owner: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .claim_every_source(owner, now, now + Duration::hours(1))
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(claim("a-1/3").await, 1);
+    assert_eq!(store.release_leases(Some("a-10")).await.unwrap(), 0);
+    assert_eq!(store.release_leases(Some("a-1")).await.unwrap(), 1);
+    assert_eq!(store.release_leases(Some("a-1")).await.unwrap(), 0);
+    assert_eq!(
+        claim("a-10/1").await,
+        1,
+        "a released source is claimed at once"
+    );
+    assert_eq!(
+        store.release_leases(Some("a-1")).await.unwrap(),
+        0,
+        "another instance whose name starts alike keeps its lease"
+    );
+    assert_eq!(store.release_leases(None).await.unwrap(), 1);
+    store.close().await;
+    db.cleanup().await;
+}
+both_backends!(leases_are_released_by_their_instance_or_all_at_once);
