@@ -202,7 +202,13 @@ impl App {
         let grace = self.shared.config.daemon.shutdown_grace;
         let stats = Arc::new(PipelineStats::default());
         let (tx, rx) = mpsc::channel::<PollJob>(64);
-        let pipeline = tokio::spawn(pipeline::run(self.shared.clone(), rx, stats));
+        // Every stage runs supervised: one that ends before shutdown says so on `died`.
+        let (died_tx, mut died_rx) = mpsc::unbounded_channel();
+        let stage = |name, task| supervised(name, cancel.clone(), died_tx.clone(), task);
+        let pipeline = stage(
+            "pipeline",
+            Box::pin(pipeline::run(self.shared.clone(), rx, stats)),
+        );
 
         let notifier = self.notifier.clone();
         let (store, wake, notifier_cancel) = (
@@ -210,8 +216,10 @@ impl App {
             self.shared.outbox_wake.clone(),
             cancel.child_token(),
         );
-        let notifier_task =
-            tokio::spawn(async move { notifier.run(store, wake, notifier_cancel).await });
+        let notifier_task = stage(
+            "notifier",
+            Box::pin(async move { notifier.run(store, wake, notifier_cancel).await }),
+        );
 
         if !self.shared.config.admin.listen.is_empty() {
             crate::admin::serve(
@@ -227,26 +235,29 @@ impl App {
             "feedwatch running"
         );
         notify_systemd(&[sd_notify::NotifyState::Ready]);
-        {
+        let pruning = {
             let (store, window, prune_cancel) = (
                 self.shared.store.clone(),
                 self.shared.config.dedup.window,
                 cancel.clone(),
             );
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(PRUNE_EVERY);
-                loop {
-                    tokio::select! {
-                        _ = prune_cancel.cancelled() => return,
-                        _ = tick.tick() => {
-                            if let Err(e) = prune_bands(store.as_ref(), window).await {
-                                warn!(error = %e, "cannot prune the near-duplicate index; trying again later");
+            stage(
+                "index pruning",
+                Box::pin(async move {
+                    let mut tick = tokio::time::interval(PRUNE_EVERY);
+                    loop {
+                        tokio::select! {
+                            _ = prune_cancel.cancelled() => return,
+                            _ = tick.tick() => {
+                                if let Err(e) = prune_bands(store.as_ref(), window).await {
+                                    warn!(error = %e, "cannot prune the near-duplicate index; trying again later");
+                                }
                             }
                         }
                     }
-                }
-            });
-        }
+                }),
+            )
+        };
         if let Some(period) = sd_notify::watchdog_enabled() {
             // Ping at half the watchdog period while the daemon runs.
             let watchdog_cancel = cancel.clone();
@@ -260,7 +271,34 @@ impl App {
                 }
             });
         }
-        let scheduler_result = self.scheduler.run(&tx, &cancel).await;
+        // The scheduler runs here; the stages run beside it, and none of them may end
+        // before shutdown: one that does (a panic, say) ends the daemon non-zero, so
+        // that systemd restarts it rather than leaving a process that polls nothing.
+        let mut scheduler_result = Ok(());
+        let died = tokio::select! {
+            result = self.scheduler.run(&tx, &cancel) => {
+                scheduler_result = result;
+                None
+            }
+            Some(died) = died_rx.recv() => Some(died),
+        };
+        if let Some(died) = died {
+            cancel.cancel();
+            pipeline.abort();
+            notifier_task.abort();
+            pruning.abort();
+            notify_systemd(&[sd_notify::NotifyState::Stopping]);
+            if let Err(e) = self
+                .shared
+                .store
+                .release_leases(Some(self.scheduler.instance()))
+                .await
+            {
+                warn!(error = %e, "cannot release this daemon's leases; they lapse on their own");
+            }
+            self.shared.store.close().await;
+            return Err(died);
+        }
         drop(tx);
         notify_systemd(&[sd_notify::NotifyState::Stopping]);
         info!("shutting down: scheduler stopped, draining in-flight work");
@@ -301,6 +339,38 @@ impl App {
     pub fn enable_metrics(&self) {
         let _ = crate::admin::metrics_handle();
     }
+}
+
+/// Spawns a long-lived stage of the daemon. If it ends before `cancel` (a panic, or a
+/// return no stage should make), the reason goes to `died` and the daemon stops
+/// non-zero, so that systemd restarts it rather than keeping a process that polls nothing.
+fn supervised(
+    stage: &'static str,
+    cancel: CancellationToken,
+    died: mpsc::UnboundedSender<anyhow::Error>,
+    task: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+) -> tokio::task::JoinHandle<()> {
+    use futures_util::FutureExt;
+    tokio::spawn(async move {
+        let ended = std::panic::AssertUnwindSafe(task).catch_unwind().await;
+        if cancel.is_cancelled() {
+            return;
+        }
+        let reason = match ended {
+            Ok(()) => {
+                anyhow::anyhow!("the {stage} stage ended before shutdown, so the daemon stops")
+            }
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".to_string());
+                anyhow::anyhow!("the {stage} stage panicked, so the daemon stops: {message}")
+            }
+        };
+        let _ = died.send(reason);
+    })
 }
 
 /// How often the daemon prunes the near-duplicate index (first at start).

@@ -250,6 +250,9 @@ impl Notifier {
     /// the next pending one falls due.
     pub async fn run(&self, store: Arc<dyn Store>, wake: Arc<Notify>, cancel: CancellationToken) {
         if self.names.is_empty() {
+            // Nothing to deliver; the task still lives as long as the daemon, which
+            // takes a stage that ends early for one that died.
+            cancel.cancelled().await;
             return;
         }
         loop {

@@ -30,6 +30,11 @@ pub(super) async fn run(
     stats: Arc<PipelineStats>,
 ) {
     while let Some(polled) = input.recv().await {
+        // A test-only fault (debug builds): the writer dies, as a bug would kill it.
+        #[cfg(debug_assertions)]
+        if std::env::var("FEEDWATCH_TEST_FAULT").as_deref() == Ok("writer-panic") {
+            panic!("test fault: the writer stage panics (FEEDWATCH_TEST_FAULT=writer-panic)");
+        }
         record(&shared, &stats, polled).await;
     }
 }

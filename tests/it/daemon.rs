@@ -201,3 +201,40 @@ async fn sighup_reloads_topics_and_keeps_them_when_the_new_file_is_bad(backend: 
     db.cleanup().await;
 }
 both_backends!(sighup_reloads_topics_and_keeps_them_when_the_new_file_is_bad);
+
+async fn a_stage_that_dies_ends_the_daemon_non_zero(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let site = Site::start().await;
+    site.put(
+        "/hkfp/feed/",
+        Resource::ok(
+            "application/rss+xml",
+            render_fixture("feeds/hkfp.xml", &site.base()),
+        ),
+    );
+    // No webhook: a notifier with nothing to deliver must not count as a dead stage.
+    let config = TestConfig::write(&format!(
+        "{}\n[[sources]]\nname = \"hkfp\"\nkind = \"feed\"\nurl = \"{}\"\n{TEST_TOPICS}",
+        config_head(&db.url),
+        site.url("/hkfp/feed/"),
+    ));
+    // The test-only fault makes the writer panic on the first poll it receives.
+    let run = command(&["run", "--config", config.path.to_str().unwrap()])
+        .env("FEEDWATCH_TEST_FAULT", "writer-panic")
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the daemon exits by itself")
+        .expect("run feedwatch");
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the pipeline stage panicked") && stderr.contains("test fault"),
+        "{}",
+        describe(&out)
+    );
+    db.cleanup().await;
+}
+both_backends!(a_stage_that_dies_ends_the_daemon_non_zero);
