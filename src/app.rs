@@ -361,11 +361,7 @@ fn supervised(
                 anyhow::anyhow!("the {stage} stage ended before shutdown, so the daemon stops")
             }
             Err(panic) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic without a message".to_string());
+                let message = crate::telemetry::panic_message(panic.as_ref());
                 anyhow::anyhow!("the {stage} stage panicked, so the daemon stops: {message}")
             }
         };

@@ -45,9 +45,18 @@ pub fn report_fatal(message: &str) {
 /// cause whose text the line already holds (database drivers often repeat their
 /// cause inside their own message).
 pub fn error_chain(error: &anyhow::Error) -> String {
+    let error: &(dyn std::error::Error + Send + Sync + 'static) = error.as_ref();
+    cause_chain(error)
+}
+
+/// An error and its causes on one line, each cause left out when its text is empty
+/// or already in the line (many errors repeat their source in their own message).
+pub fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut line = String::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        cause = e.source();
+        let text = e.to_string();
         if text.is_empty() || line.contains(&text) {
             continue;
         }
@@ -57,6 +66,15 @@ pub fn error_chain(error: &anyhow::Error) -> String {
         line.push_str(&text);
     }
     line
+}
+
+/// The text a panic was raised with.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
 }
 
 #[cfg(test)]

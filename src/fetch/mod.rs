@@ -116,20 +116,7 @@ impl FetchError {
     }
 }
 
-/// An error and its causes on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
-}
+use crate::telemetry::cause_chain as error_chain;
 
 /// Validators of the previous successful fetch, for a conditional GET.
 #[derive(Debug, Clone, Default)]

@@ -279,20 +279,7 @@ impl Notifier {
     }
 }
 
-/// An error and its causes on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
-}
+use crate::telemetry::cause_chain as error_chain;
 
 /// 408, 429 and 5xx are worth retrying; other statuses are final.
 pub fn is_retryable(status: StatusCode) -> bool {

@@ -209,11 +209,7 @@ async fn catching_panics(
     match std::panic::AssertUnwindSafe(poll).catch_unwind().await {
         Ok(polled) => polled,
         Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic without a message".to_string());
+            let message = crate::telemetry::panic_message(panic.as_ref());
             error!(source = %job.plan.spec.name(), panic = %message, "internal error while polling; the poll is recorded as failed");
             let mut polled = Polled::new(job, polled_at);
             polled.result = Err(PollFailure::new(
