@@ -225,7 +225,7 @@ pub struct PreparedStory {
 }
 
 /// A stored story as the cheap check sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct KnownStory {
     pub id: i64,
     pub url: String,

@@ -393,7 +393,7 @@ impl Store for SqliteStore {
         pages: &[String],
     ) -> StoreResult<PollContext> {
         let mut conn = self.pool.acquire().await?;
-        let rows = sqlx::query(
+        let known = sqlx::query_as::<_, KnownStory>(
             "SELECT id, url, canonical_url, raw_hash FROM stories \
              WHERE canonical_url IN (SELECT value FROM json_each(?1)) \
              UNION SELECT id, url, canonical_url, raw_hash FROM stories \
@@ -403,17 +403,6 @@ impl Store for SqliteStore {
         .bind(json_strings(urls))
         .fetch_all(&mut *conn)
         .await?;
-        let known = rows
-            .iter()
-            .map(|r| {
-                Ok(KnownStory {
-                    id: r.try_get("id")?,
-                    url: r.try_get("url")?,
-                    canonical_url: r.try_get("canonical_url")?,
-                    raw_hash: r.try_get("raw_hash")?,
-                })
-            })
-            .collect::<StoreResult<_>>()?;
         let mut page_attempts = std::collections::HashMap::new();
         if !pages.is_empty() {
             let rows = sqlx::query(

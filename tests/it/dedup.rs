@@ -28,17 +28,6 @@ const ORIGINAL_ID: &str = "https://harbourtimes.example/2026/11/27/indonesia-ste
 const SECTION_ID: &str = "https://harbourtimes.example/business/trade/steel-coil-duties";
 const UNRELATED_ID: &str = "https://harbourtimes.example/2026/11/27/ngong-ping-cable-car";
 
-/// A fixture's headline (first line) and paragraphs.
-fn story(fixture: &str) -> (String, Vec<String>) {
-    let (title, body) = fixture.split_once('\n').expect("headline, then body");
-    let paragraphs = body
-        .split("\n\n")
-        .map(|p| p.trim().to_string())
-        .filter(|p| !p.is_empty())
-        .collect();
-    (title.to_string(), paragraphs)
-}
-
 /// The original story as the outlet later corrected it: a new start date and a
 /// paragraph saying so.
 fn corrected(paragraphs: &[String]) -> Vec<String> {

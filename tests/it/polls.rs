@@ -15,17 +15,6 @@ const FERRY_COPY: &str = include_str!("../fixtures/dedup/ferry_syndicated.txt");
 const TARIFF_PARAGRAPH: &str = "The operator said new tariffs on imported marine diesel \
      would raise its costs from next month.";
 
-/// A fixture's headline (first line) and paragraphs.
-fn story(fixture: &str) -> (String, Vec<String>) {
-    let (title, body) = fixture.split_once('\n').expect("headline, then body");
-    let paragraphs = body
-        .split("\n\n")
-        .map(|p| p.trim().to_string())
-        .filter(|p| !p.is_empty())
-        .collect();
-    (title.to_string(), paragraphs)
-}
-
 fn html(paragraphs: &[String]) -> String {
     paragraphs
         .iter()

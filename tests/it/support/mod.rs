@@ -79,6 +79,18 @@ pub fn verify_signature(r: &http::Received) -> bool {
         .any(|s| s == expected)
 }
 
+/// A story fixture (`tests/fixtures/dedup/*.txt`) as its headline (the first line)
+/// and its paragraphs.
+pub fn story(fixture: &str) -> (String, Vec<String>) {
+    let (title, body) = fixture.split_once('\n').expect("headline, then body");
+    let paragraphs = body
+        .split("\n\n")
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    (title.to_string(), paragraphs)
+}
+
 /// Topics used by the end-to-end tests (kept here so tuning the shipped
 /// defaults does not change what these tests expect).
 pub const TEST_TOPICS: &str = r#"
