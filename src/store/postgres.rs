@@ -2,7 +2,8 @@
 //! Sources and deliveries are claimed with `FOR UPDATE SKIP LOCKED` and the
 //! lease committed at once, so no transaction stays open across an HTTP call.
 //! A story's verdict is serialised per canonical URL and per content hash with
-//! transaction-scoped advisory locks, and `canonical_url` / `(event_key,
+//! transaction-scoped advisory locks, near-duplicate verdicts by one more such
+//! lock across all writers, and `canonical_url` / `(event_key,
 //! webhook)` unique constraints make every story and delivery exactly-once even
 //! if that were bypassed. New matches are announced with
 //! `pg_notify('feedwatch_matches', story_id)` on commit.
@@ -45,6 +46,11 @@ const NEAR_DUP_CANDIDATES: &str = "SELECT s.id, COALESCE(s.duplicate_of, s.id) A
        GROUP BY b.story_id ORDER BY shared DESC, b.story_id DESC LIMIT $4 \
      ) c ON c.story_id = s.id \
      WHERE s.fetched_at >= $2 AND s.fingerprint IS NOT NULL ORDER BY s.id";
+
+/// The transaction-scoped advisory lock that serialises near-duplicate verdicts across
+/// connections and daemons (see `lock_stories`). Should it ever equal the key of a URL
+/// or a content hash, two polls would at worst wait for each other needlessly.
+const NEAR_DUP_VERDICT_LOCK: i64 = 0x6665_6564_7761_7463; // "feedwatc"
 
 /// The Postgres backend.
 pub struct PostgresStore {
@@ -617,6 +623,32 @@ impl PollTx for PgConnection {
         .bind(&hashes)
         .execute(&mut *self)
         .await?;
+        // A near duplicate has neither the URL nor the hash of its original, so the locks
+        // above do not keep two near copies apart: two polls storing them at once would
+        // each miss the other's uncommitted row and both alert. A lock per band key would
+        // (about 50 per story, a thousand per poll, and Postgres's shared lock table holds
+        // `max_locks_per_transaction` × connections), so instead a poll that may store a
+        // new fingerprinted story takes one lock for all near-duplicate verdicts: their
+        // lookups and inserts run one poll at a time across every daemon, while fetching,
+        // parsing and preparing stay parallel. It is taken after the URL locks, highest in
+        // the order, so it cannot deadlock with them; only stories whose URL is not stored
+        // yet can reach the near-duplicate lookup, and the URL locks keep that answer true.
+        let fingerprinted: Vec<&str> = stories
+            .iter()
+            .filter(|p| p.story.fingerprint.is_some() && !p.story.band_keys.is_empty())
+            .map(|p| p.story.canonical_url.as_str())
+            .collect();
+        if !fingerprinted.is_empty() {
+            sqlx::query(
+                "SELECT pg_advisory_xact_lock($1) WHERE EXISTS ( \
+                   SELECT 1 FROM unnest($2::text[]) AS u(url) \
+                   WHERE NOT EXISTS (SELECT 1 FROM stories s WHERE s.canonical_url = u.url))",
+            )
+            .bind(NEAR_DUP_VERDICT_LOCK)
+            .bind(&fingerprinted)
+            .execute(&mut *self)
+            .await?;
+        }
         Ok(())
     }
 

@@ -654,3 +654,67 @@ async fn leases_are_released_by_their_instance_or_all_at_once(backend: Backend) 
     db.cleanup().await;
 }
 both_backends!(leases_are_released_by_their_instance_or_all_at_once);
+
+async fn two_writers_storing_near_copies_at_once_alert_once(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let (a, src) = open(&db).await;
+    // A second pool, as a second daemon would have.
+    let b = store::connect(&db.url, 2).await.unwrap();
+    // Each round: two near copies (other URL, other body, shared band keys) stored by
+    // the two writers at the same instant. Whichever commits second must see the first.
+    let rounds = 12;
+    for round in 0..rounds {
+        let keys = [round * 10 + 1, round * 10 + 2, round * 10 + 3];
+        let mut original = keyed(
+            src,
+            &format!("https://a.example/near/{round}"),
+            &keys,
+            "copy",
+        );
+        let mut copy = keyed(
+            src,
+            &format!("https://b.example/near/{round}"),
+            &keys,
+            "copy",
+        );
+        original.body = format!("new tariffs on steel, round {round}");
+        copy.body = format!("new tariffs on steel and iron, round {round}");
+        for s in [&mut original, &mut copy] {
+            s.content_hash = blake3::hash(s.body.as_bytes()).to_hex().to_string();
+        }
+        let same = |mine: &[u8], theirs: &[u8]| mine == theirs;
+        let save = |store: Arc<dyn Store>, s: NewStory| async move {
+            store
+                .save_story(
+                    &prepared(&s, &tariff_match()),
+                    Utc::now() - Duration::days(7),
+                    &same,
+                    &OneWebhook,
+                )
+                .await
+                .unwrap()
+        };
+        let (x, y) = tokio::join!(save(a.clone(), original), save(b.clone(), copy));
+        let alerted: usize = [x, y].iter().map(SaveOutcome::deliveries).sum();
+        assert_eq!(alerted, 1, "round {round}: {x:?} {y:?}");
+        let near = [x, y]
+            .iter()
+            .filter(|o| matches!(o, SaveOutcome::Duplicate { near: true, .. }))
+            .count();
+        assert_eq!(
+            near, 1,
+            "round {round}: one copy is the other's duplicate: {x:?} {y:?}"
+        );
+    }
+    let counts = a.counts().await.unwrap();
+    assert_eq!(
+        (counts.stories, counts.deliveries_pending),
+        (2 * rounds, rounds)
+    );
+    a.close().await;
+    b.close().await;
+    db.cleanup().await;
+}
+both_backends!(two_writers_storing_near_copies_at_once_alert_once);
