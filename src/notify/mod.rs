@@ -56,6 +56,10 @@ pub struct Notifier {
     names: Vec<String>,
     config: DeliveryConfig,
     per_webhook: HashMap<String, Arc<Semaphore>>,
+    /// The daemon's instance name, which its delivery claims carry.
+    owner: String,
+    /// How long a claim lasts unless the daemon renews it (`daemon.lease`).
+    lease: Duration,
 }
 
 /// How many deliveries one claim takes.
@@ -94,6 +98,8 @@ impl Notifier {
             names,
             config: config.delivery.clone(),
             per_webhook,
+            owner: config.daemon.instance.clone(),
+            lease: config.daemon.lease,
         })
     }
 
@@ -106,10 +112,9 @@ impl Notifier {
         loop {
             let now = Utc::now();
             let lease = now
-                + chrono::Duration::from_std(self.config.timeout * 2 + Duration::from_secs(60))
-                    .unwrap_or(chrono::Duration::minutes(5));
+                + chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::minutes(1));
             let batch = store
-                .claim_due_deliveries(&self.names, now, lease, CLAIM_BATCH)
+                .claim_due_deliveries(&self.owner, &self.names, now, lease, CLAIM_BATCH)
                 .await?;
             if batch.is_empty() {
                 return Ok(stats);

@@ -58,6 +58,8 @@ pub struct Shared {
     pub schedule_wake: Arc<Notify>,
     /// Bounds the CPU-heavy preparation running at once to the machine's cores.
     pub prepare_permits: Arc<Semaphore>,
+    /// Where the scheduler and the writer mark their progress.
+    pub health: Arc<crate::health::Health>,
 }
 
 impl Shared {

@@ -280,9 +280,11 @@ impl Store for PostgresStore {
 
     async fn next_poll_due(&self, now: DateTime<Utc>) -> StoreResult<Option<DateTime<Utc>>> {
         let row = sqlx::query(
-            "SELECT bool_or(next_poll_at IS NULL) AS unscheduled, MIN(next_poll_at) AS next \
-             FROM sources WHERE state IN ('active', 'blocked') \
-               AND (lease_until IS NULL OR lease_until <= $1)",
+            "SELECT bool_or(next_poll_at IS NULL AND (lease_until IS NULL OR lease_until <= $1)) \
+               AS unscheduled, \
+             MIN(CASE WHEN lease_until > $1 THEN GREATEST(next_poll_at, lease_until) \
+               ELSE next_poll_at END) AS next \
+             FROM sources WHERE state IN ('active', 'blocked')",
         )
         .bind(now)
         .fetch_one(&self.pool)
@@ -366,15 +368,52 @@ impl Store for PostgresStore {
     async fn release_leases(&self, instance: Option<&str>) -> StoreResult<u64> {
         // `/` sorts right after the instance name, so `owner > 'I/' AND owner < 'I0'`
         // is the prefix `I/` without LIKE's wildcards.
-        let done = sqlx::query(
+        let mut tx = self.pool.begin().await?;
+        let sources = sqlx::query(
             "UPDATE sources SET lease_owner = NULL, lease_until = NULL \
              WHERE lease_owner IS NOT NULL \
                AND ($1 IS NULL OR (lease_owner > $1 || '/' AND lease_owner < $1 || '0'))",
         )
         .bind(instance)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected())
+        let deliveries = sqlx::query(
+            "UPDATE deliveries SET lease_owner = NULL, \
+               next_attempt_at = LEAST(next_attempt_at, now()) \
+             WHERE lease_owner IS NOT NULL AND ($1 IS NULL OR lease_owner = $1) \
+               AND status = 'pending'",
+        )
+        .bind(instance)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(sources.rows_affected() + deliveries.rows_affected())
+    }
+
+    async fn renew_leases(&self, instance: &str, lease_until: DateTime<Utc>) -> StoreResult<u64> {
+        // Rows locked by a poll's write are skipped rather than waited for: that write
+        // ends the lease, or fails and leaves it for the next renewal.
+        let mut tx = self.pool.begin().await?;
+        let sources = sqlx::query(
+            "UPDATE sources SET lease_until = $2 WHERE id IN ( \
+               SELECT id FROM sources \
+               WHERE lease_owner > $1 || '/' AND lease_owner < $1 || '0' \
+               FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(instance)
+        .bind(lease_until)
+        .execute(&mut *tx)
+        .await?;
+        let deliveries = sqlx::query(
+            "UPDATE deliveries SET next_attempt_at = $2 \
+             WHERE lease_owner = $1 AND status = 'pending'",
+        )
+        .bind(instance)
+        .bind(lease_until)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(sources.rows_affected() + deliveries.rows_affected())
     }
 
     async fn release_source(
@@ -411,13 +450,14 @@ impl Store for PostgresStore {
 
     async fn claim_due_deliveries(
         &self,
+        owner: &str,
         webhooks: &[String],
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> StoreResult<Vec<Delivery>> {
         let rows = sqlx::query(
-            "UPDATE deliveries SET next_attempt_at = $3 \
+            "UPDATE deliveries SET next_attempt_at = $3, lease_owner = $5 \
              WHERE id IN (SELECT id FROM deliveries \
                WHERE status = 'pending' AND next_attempt_at <= $2 AND webhook = ANY($1) \
                ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
@@ -427,6 +467,7 @@ impl Store for PostgresStore {
         .bind(now)
         .bind(lease_until)
         .bind(limit)
+        .bind(owner)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(delivery_row).collect()
@@ -451,7 +492,8 @@ impl Store for PostgresStore {
         let query = match result {
             DeliveryResult::Delivered { status_code } => sqlx::query(
                 "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, \
-                 last_status_code = $2, last_error = NULL, delivered_at = $3 WHERE id = $1",
+                 last_status_code = $2, last_error = NULL, delivered_at = $3, \
+                 lease_owner = NULL WHERE id = $1",
             )
             .bind(id)
             .bind(status_code)
@@ -462,7 +504,7 @@ impl Store for PostgresStore {
                 next_attempt_at,
             } => sqlx::query(
                 "UPDATE deliveries SET attempts = attempts + 1, last_status_code = $2, \
-                 last_error = $3, next_attempt_at = $4 WHERE id = $1",
+                 last_error = $3, next_attempt_at = $4, lease_owner = NULL WHERE id = $1",
             )
             .bind(id)
             .bind(status_code)
@@ -470,7 +512,7 @@ impl Store for PostgresStore {
             .bind(next_attempt_at),
             DeliveryResult::Dead { status_code, error } => sqlx::query(
                 "UPDATE deliveries SET status = 'dead', attempts = attempts + 1, \
-                 last_status_code = $2, last_error = $3 WHERE id = $1",
+                 last_status_code = $2, last_error = $3, lease_owner = NULL WHERE id = $1",
             )
             .bind(id)
             .bind(status_code)

@@ -193,19 +193,19 @@ async fn claimed_deliveries_are_hidden_until_their_lease_ends(backend: Backend) 
     let hooks = vec!["w".to_string()];
     let now = Utc::now();
     let first = store
-        .claim_due_deliveries(&hooks, now, now + Duration::minutes(5), 2)
+        .claim_due_deliveries("a", &hooks, now, now + Duration::minutes(5), 2)
         .await
         .unwrap();
     assert_eq!(first.len(), 2);
     let second = store
-        .claim_due_deliveries(&hooks, now, now + Duration::minutes(5), 10)
+        .claim_due_deliveries("a", &hooks, now, now + Duration::minutes(5), 10)
         .await
         .unwrap();
     assert_eq!(second.len(), 1, "claimed rows are not handed out twice");
     assert!(first.iter().all(|d| d.id != second[0].id));
     let later = now + Duration::minutes(6);
     let again = store
-        .claim_due_deliveries(&hooks, later, later + Duration::minutes(5), 10)
+        .claim_due_deliveries("a", &hooks, later, later + Duration::minutes(5), 10)
         .await
         .unwrap();
     assert_eq!(
@@ -214,7 +214,7 @@ async fn claimed_deliveries_are_hidden_until_their_lease_ends(backend: Backend) 
         "an unfinished claim is taken again after its lease"
     );
     let other = store
-        .claim_due_deliveries(&["other".to_string()], later, later, 10)
+        .claim_due_deliveries("a", &["other".to_string()], later, later, 10)
         .await
         .unwrap();
     assert!(
@@ -718,3 +718,75 @@ async fn two_writers_storing_near_copies_at_once_alert_once(backend: Backend) {
     db.cleanup().await;
 }
 both_backends!(two_writers_storing_near_copies_at_once_alert_once);
+
+async fn an_instance_renews_and_takes_back_its_source_and_delivery_leases(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let (store, src) = open(&db).await;
+    save(
+        store.as_ref(),
+        &story(src, "https://h.example/lease", "lease tariffs"),
+        &tariff_match(),
+    )
+    .await;
+    let hooks = vec!["w".to_string()];
+    let now = Utc::now();
+    let minute = now + Duration::minutes(1);
+    let sources = |owner: &'static str, at: chrono::DateTime<Utc>| {
+        let store = store.clone();
+        async move {
+            store
+                .claim_every_source(owner, at, at + Duration::minutes(1))
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    let deliveries = |owner: &'static str, at: chrono::DateTime<Utc>| {
+        let (store, hooks) = (store.clone(), hooks.clone());
+        async move {
+            store
+                .claim_due_deliveries(owner, &hooks, at, at + Duration::minutes(1), 10)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(sources("a/r.1", now).await, 1);
+    assert_eq!(deliveries("a", now).await.len(), 1);
+    // Renewed past the first minute: another daemon finds nothing two minutes on.
+    let renewed = store
+        .renew_leases("a", now + Duration::minutes(10))
+        .await
+        .unwrap();
+    assert_eq!(renewed, 2, "the source and the delivery");
+    assert_eq!(store.renew_leases("b", minute).await.unwrap(), 0);
+    let later = now + Duration::minutes(2);
+    assert_eq!(sources("b/r.1", later).await, 0);
+    assert!(deliveries("b", later).await.is_empty());
+    // A restarted `a` takes back both, whatever their expiry: due at once again.
+    assert_eq!(store.release_leases(Some("b")).await.unwrap(), 0);
+    assert_eq!(store.release_leases(Some("a")).await.unwrap(), 2);
+    let now = Utc::now();
+    assert_eq!(sources("b/r.2", now).await, 1);
+    let taken = deliveries("b", now).await;
+    assert_eq!(taken.len(), 1, "the delivery is due at once");
+    // An attempt ends the claim: nothing of b's is left to renew but its source.
+    store
+        .record_delivery(
+            taken[0].id,
+            &store::DeliveryResult::Retry {
+                status_code: Some(503),
+                error: "busy".into(),
+                next_attempt_at: now + Duration::hours(1),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.renew_leases("b", minute).await.unwrap(), 1);
+    assert_eq!(store.release_leases(None).await.unwrap(), 1);
+    store.close().await;
+    db.cleanup().await;
+}
+both_backends!(an_instance_renews_and_takes_back_its_source_and_delivery_leases);
