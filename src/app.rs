@@ -270,12 +270,12 @@ impl App {
                 }),
             )
         };
+        // Runs through the drain too (polls finishing keep their leases), until aborted.
         let keeping = stage(
             "health",
             Box::pin(keep_alive(
                 self.shared.clone(),
                 self.scheduler.instance().to_string(),
-                cancel.clone(),
             )),
         );
         // The scheduler runs here; the stages run beside it, and none of them may end
@@ -324,6 +324,7 @@ impl App {
                 "shutdown grace elapsed; abandoning unfinished polls (their leases expire, nothing committed is lost)"
             );
         }
+        keeping.abort();
         // Polls abandoned to the grace hand their sources back now rather than when
         // their leases lapse.
         match self
@@ -403,8 +404,9 @@ fn supervised(
 
 /// While the daemon's work progresses (see [`Health`]): probes the store, pings the
 /// systemd watchdog and renews this daemon's leases on sources and deliveries. Once it
-/// is stuck, none of the two: systemd restarts it and other daemons take its work over.
-async fn keep_alive(shared: Shared, instance: String, cancel: CancellationToken) {
+/// is stuck, neither: systemd restarts it and other daemons take its work over. Runs
+/// until aborted.
+async fn keep_alive(shared: Shared, instance: String) {
     let health = shared.health.clone();
     let lease = shared.config.daemon.lease;
     let lease_chrono = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(1));
@@ -418,10 +420,7 @@ async fn keep_alive(shared: Shared, instance: String, cancel: CancellationToken)
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_stuck = false;
     loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+        tick.tick().await;
         match tokio::time::timeout(probe_timeout, shared.store.ping()).await {
             Ok(Ok(())) => health.store_answered(),
             Ok(Err(e)) => health.store_failed(e.to_string()),
