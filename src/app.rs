@@ -76,7 +76,9 @@ impl App {
                 }
             }
         }
-        let notifier = Notifier::new(&config).context("building the webhook client")?;
+        let run = pipeline::run_id();
+        let notifier = Notifier::new(&config, format!("{}/{run}", config.daemon.instance))
+            .context("building the webhook client")?;
         let plans = config
             .sources
             .iter()
@@ -95,7 +97,7 @@ impl App {
             health,
         };
         let app = App {
-            scheduler: Scheduler::new(shared.clone(), plans),
+            scheduler: Scheduler::new(shared.clone(), plans, run),
             shared,
             notifier: Arc::new(notifier),
             topics,
@@ -170,7 +172,7 @@ impl App {
         // A long pass keeps its sources: `once` has no watchdog, so it renews as it goes.
         let renewing = tokio::spawn(renew_leases(
             self.shared.clone(),
-            self.scheduler.once_instance(),
+            self.scheduler.once_holder(),
         ));
         for job in jobs {
             if tx.send(job).await.is_err() {
@@ -273,10 +275,7 @@ impl App {
         // Runs through the drain too (polls finishing keep their leases), until aborted.
         let keeping = stage(
             "health",
-            Box::pin(keep_alive(
-                self.shared.clone(),
-                self.scheduler.instance().to_string(),
-            )),
+            Box::pin(keep_alive(self.shared.clone(), self.scheduler.holder())),
         );
         // The scheduler runs here; the stages run beside it, and none of them may end
         // before shutdown: one that does (a panic, say) ends the daemon non-zero, so
@@ -406,7 +405,7 @@ fn supervised(
 /// systemd watchdog and renews this daemon's leases on sources and deliveries. Once it
 /// is stuck, neither: systemd restarts it and other daemons take its work over. Runs
 /// until aborted.
-async fn keep_alive(shared: Shared, instance: String) {
+async fn keep_alive(shared: Shared, holder: String) {
     let health = shared.health.clone();
     let lease = shared.config.daemon.lease;
     let lease_chrono = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(1));
@@ -440,7 +439,7 @@ async fn keep_alive(shared: Shared, instance: String) {
         notify_systemd(&[sd_notify::NotifyState::Watchdog]);
         if let Err(e) = shared
             .store
-            .renew_leases(&instance, Utc::now() + lease_chrono)
+            .renew_leases(&holder, Utc::now() + lease_chrono)
             .await
         {
             warn!(error = %e, "cannot renew this daemon's leases; trying again shortly");
@@ -448,8 +447,8 @@ async fn keep_alive(shared: Shared, instance: String) {
     }
 }
 
-/// Renews `instance`'s leases every third of a lease, for as long as it is let run.
-async fn renew_leases(shared: Shared, instance: String) {
+/// Renews `holder`'s leases every third of a lease, for as long as it is let run.
+async fn renew_leases(shared: Shared, holder: String) {
     let lease = shared.config.daemon.lease;
     let lease_chrono = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(1));
     let mut tick = tokio::time::interval((lease / 3).max(Duration::from_millis(100)));
@@ -458,7 +457,7 @@ async fn renew_leases(shared: Shared, instance: String) {
         tick.tick().await;
         if let Err(e) = shared
             .store
-            .renew_leases(&instance, Utc::now() + lease_chrono)
+            .renew_leases(&holder, Utc::now() + lease_chrono)
             .await
         {
             warn!(error = %e, "cannot renew the leases of this pass; trying again shortly");

@@ -767,7 +767,7 @@ pub fn default_instance(config_path: &Path) -> String {
     format!("{host}-{}", &hash.to_hex()[..8])
 }
 
-/// `daemon.instance`: it prefixes lease owners (`<instance>/<run>.<claim>`), so no `/`.
+/// `daemon.instance`: it prefixes lease owners (`<instance>/<run>/<claim>`), so no `/`.
 fn check_instance(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 100

@@ -56,7 +56,7 @@ pub struct Notifier {
     names: Vec<String>,
     config: DeliveryConfig,
     per_webhook: HashMap<String, Arc<Semaphore>>,
-    /// The daemon's instance name, which its delivery claims carry.
+    /// This run of the daemon (`<instance>/<run>`), which its delivery claims carry.
     owner: String,
     /// How long a claim lasts unless the daemon renews it (`daemon.lease`).
     lease: Duration,
@@ -66,7 +66,9 @@ pub struct Notifier {
 const CLAIM_BATCH: i64 = 64;
 
 impl Notifier {
-    pub fn new(config: &Config) -> anyhow::Result<Notifier> {
+    /// A notifier whose claims name `owner`, the run of the daemon it works for
+    /// (`<instance>/<run>`, see [`crate::pipeline::Scheduler::holder`]).
+    pub fn new(config: &Config, owner: String) -> anyhow::Result<Notifier> {
         crate::fetch::install_crypto_provider();
         let client = reqwest::Client::builder()
             .user_agent(config.http.user_agent.clone())
@@ -98,7 +100,7 @@ impl Notifier {
             names,
             config: config.delivery.clone(),
             per_webhook,
-            owner: config.daemon.instance.clone(),
+            owner,
             lease: config.daemon.lease,
         })
     }

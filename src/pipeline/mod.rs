@@ -39,7 +39,7 @@ use crate::topics::TopicSet;
 
 pub use outbox::ConfigOutbox;
 pub use plan::SourcePlan;
-pub use scheduler::Scheduler;
+pub use scheduler::{Scheduler, run_id};
 
 /// Bound of the channel from the polls to the writer, in polls.
 const CHANNEL_BOUND: usize = 8;

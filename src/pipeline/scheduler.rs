@@ -21,6 +21,11 @@ use crate::store::{SourceRow, SourceState};
 /// Most sources claimed at once.
 const CLAIM_BATCH: i64 = 64;
 
+/// A name for one run of a daemon: 12 random hex digits.
+pub fn run_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
 /// The longest the scheduler sleeps: a source due sooner wakes it, a recorded poll too.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 
@@ -32,16 +37,16 @@ pub struct Scheduler {
     /// the `/`: the same after a restart, so that the daemon takes its leases back.
     instance: String,
     /// This run of the daemon, so that a claim of this run is never mistaken for an
-    /// equally numbered claim of an earlier run.
+    /// equally numbered claim of an earlier run, and only this run's are renewed.
     run: String,
     /// Claims made so far, numbering the leases.
     claims: AtomicU64,
 }
 
 impl Scheduler {
-    pub fn new(shared: Shared, plans: HashMap<String, Arc<SourcePlan>>) -> Scheduler {
+    /// A scheduler for this run `run` of the daemon (see [`run_id`]).
+    pub fn new(shared: Shared, plans: HashMap<String, Arc<SourcePlan>>, run: String) -> Scheduler {
         let instance = shared.config.daemon.instance.clone();
-        let run = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         Scheduler {
             shared,
             plans,
@@ -56,11 +61,16 @@ impl Scheduler {
         &self.instance
     }
 
-    /// The instance name `once` claims under: not the daemon's, so that a daemon
-    /// started with the same config takes back only its own leases, never those of a
-    /// `once` running beside it.
-    pub(crate) fn once_instance(&self) -> String {
-        format!("{}.once", self.instance)
+    /// This run's name in its leases, `<instance>/<run>`: what it renews.
+    pub fn holder(&self) -> String {
+        format!("{}/{}", self.instance, self.run)
+    }
+
+    /// The holder `once` claims as, `<instance>.once/<run>`: not under the daemon's
+    /// instance name, so that a daemon started with the same config takes back only its
+    /// own leases, never those of a `once` running beside it.
+    pub(crate) fn once_holder(&self) -> String {
+        format!("{}.once/{}", self.instance, self.run)
     }
 
     /// How many sources are configured.
@@ -75,12 +85,12 @@ impl Scheduler {
             .unwrap_or(chrono::Duration::minutes(1))
     }
 
-    /// A lease owner for one claim, `<instance>/<run>.<claim>`: the daemon's name, this
+    /// A lease owner for one claim, `<instance>/<run>/<claim>`: the daemon's name, this
     /// run and a claim number, so that a poll fenced by it cannot write once its source
     /// was claimed again, even by this same daemon after the lease ran out.
-    fn lease_owner(&self, instance: &str) -> Arc<str> {
+    fn lease_owner(&self, holder: &str) -> Arc<str> {
         let claim = self.claims.fetch_add(1, Ordering::Relaxed);
-        Arc::from(format!("{instance}/{}.{claim}", self.run))
+        Arc::from(format!("{holder}/{claim}"))
     }
 
     fn jobs(&self, rows: Vec<SourceRow>, owner: &Arc<str>) -> impl Iterator<Item = PollJob> {
@@ -101,7 +111,7 @@ impl Scheduler {
             .iter()
             .filter(|r| matches!(r.state, SourceState::Active | SourceState::Blocked))
             .count();
-        let owner = self.lease_owner(&self.once_instance());
+        let owner = self.lease_owner(&self.once_holder());
         let now = Utc::now();
         let rows = self
             .shared
@@ -126,13 +136,14 @@ impl Scheduler {
     ) -> anyhow::Result<()> {
         let store = &self.shared.store;
         let health = &self.shared.health;
+        let holder = self.holder();
         // Beat at least four times per `stall_after`, even when nothing falls due.
         let longest_sleep = (health.stall_after() / 4).clamp(Duration::from_millis(100), MAX_SLEEP);
         let mut store_failures = 0u32;
         while !cancel.is_cancelled() {
             health.scheduler_beat();
             let now = Utc::now();
-            let owner = self.lease_owner(&self.instance);
+            let owner = self.lease_owner(&holder);
             let claimed = store
                 .claim_due_sources(&owner, now, now + self.lease(), CLAIM_BATCH)
                 .await;

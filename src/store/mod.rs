@@ -447,17 +447,19 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<PollSave>;
 
     /// Releases the leases of `instance` (every lease with `None`), whatever their
-    /// expiry, and returns how many: sources whose owner starts with `instance`
-    /// followed by `/`, and pending deliveries it claimed, which fall due at once. A
+    /// expiry, and returns how many: sources and pending deliveries whose owner starts
+    /// with `instance` followed by `/` (the deliveries fall due at once). A
     /// daemon releases its own on a clean exit and takes back at start those a crash
     /// of it left; on SQLite, which one process owns, a starting daemon releases every
     /// lease a crashed one left.
     async fn release_leases(&self, instance: Option<&str>) -> StoreResult<u64>;
 
-    /// Extends every lease `instance` holds (as [`Store::release_leases`] names them)
-    /// to `lease_until`, and returns how many. A source whose poll is being written at
-    /// this moment is skipped: its write ends the lease anyway.
-    async fn renew_leases(&self, instance: &str, lease_until: DateTime<Utc>) -> StoreResult<u64>;
+    /// Extends every lease of one run of a daemon, `holder` = `<instance>/<run>` (sources
+    /// whose owner starts with `holder/`, pending deliveries claimed by `holder`), to
+    /// `lease_until`, and returns how many. Leases an earlier run left are not renewed.
+    /// A source whose poll is being written at this moment is skipped: its write ends
+    /// the lease anyway.
+    async fn renew_leases(&self, holder: &str, lease_until: DateTime<Utc>) -> StoreResult<u64>;
 
     /// Releases a lease `owner` still holds without recording a poll (its write
     /// failed): validators, streak and stories stay; it is polled again at `next_poll_at`.
@@ -479,8 +481,8 @@ pub trait Store: Send + Sync + 'static {
         outbox: &dyn OutboxPolicy,
     ) -> StoreResult<SaveOutcome>;
 
-    /// Pending deliveries due at `now` for the named webhooks, claimed by `owner` (a
-    /// daemon's instance name) until `lease_until`.
+    /// Pending deliveries due at `now` for the named webhooks, claimed by `owner` (a run
+    /// of a daemon, `<instance>/<run>`) until `lease_until`.
     async fn claim_due_deliveries(
         &self,
         owner: &str,

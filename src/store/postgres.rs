@@ -380,8 +380,8 @@ impl Store for PostgresStore {
         let deliveries = sqlx::query(
             "UPDATE deliveries SET lease_owner = NULL, \
                next_attempt_at = LEAST(next_attempt_at, now()) \
-             WHERE lease_owner IS NOT NULL AND ($1 IS NULL OR lease_owner = $1) \
-               AND status = 'pending'",
+             WHERE lease_owner IS NOT NULL AND status = 'pending' \
+               AND ($1 IS NULL OR (lease_owner > $1 || '/' AND lease_owner < $1 || '0'))",
         )
         .bind(instance)
         .execute(&mut *tx)
@@ -390,7 +390,7 @@ impl Store for PostgresStore {
         Ok(sources.rows_affected() + deliveries.rows_affected())
     }
 
-    async fn renew_leases(&self, instance: &str, lease_until: DateTime<Utc>) -> StoreResult<u64> {
+    async fn renew_leases(&self, holder: &str, lease_until: DateTime<Utc>) -> StoreResult<u64> {
         // Rows locked by a poll's write are skipped rather than waited for: that write
         // ends the lease, or fails and leaves it for the next renewal.
         let mut tx = self.pool.begin().await?;
@@ -400,7 +400,7 @@ impl Store for PostgresStore {
                WHERE lease_owner > $1 || '/' AND lease_owner < $1 || '0' \
                FOR UPDATE SKIP LOCKED)",
         )
-        .bind(instance)
+        .bind(holder)
         .bind(lease_until)
         .execute(&mut *tx)
         .await?;
@@ -408,7 +408,7 @@ impl Store for PostgresStore {
             "UPDATE deliveries SET next_attempt_at = $2 \
              WHERE lease_owner = $1 AND status = 'pending'",
         )
-        .bind(instance)
+        .bind(holder)
         .bind(lease_until)
         .execute(&mut *tx)
         .await?;

@@ -453,8 +453,8 @@ impl Store for SqliteStore {
             let deliveries = sqlx::query(
                 "UPDATE deliveries SET lease_owner = NULL, \
                    next_attempt_at = MIN(next_attempt_at, ?2) \
-                 WHERE lease_owner IS NOT NULL AND (?1 IS NULL OR lease_owner = ?1) \
-                   AND status = 'pending'",
+                 WHERE lease_owner IS NOT NULL AND status = 'pending' \
+                   AND (?1 IS NULL OR (lease_owner > ?1 || '/' AND lease_owner < ?1 || '0'))",
             )
             .bind(instance)
             .bind(&now)
@@ -464,14 +464,14 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn renew_leases(&self, instance: &str, lease_until: DateTime<Utc>) -> StoreResult<u64> {
+    async fn renew_leases(&self, holder: &str, lease_until: DateTime<Utc>) -> StoreResult<u64> {
         let until = ts(lease_until);
         immediate_tx!(self, |conn| {
             let sources = sqlx::query(
                 "UPDATE sources SET lease_until = ?2 \
                  WHERE lease_owner > ?1 || '/' AND lease_owner < ?1 || '0'",
             )
-            .bind(instance)
+            .bind(holder)
             .bind(&until)
             .execute(&mut *conn)
             .await?;
@@ -479,7 +479,7 @@ impl Store for SqliteStore {
                 "UPDATE deliveries SET next_attempt_at = ?2 \
                  WHERE lease_owner = ?1 AND status = 'pending'",
             )
-            .bind(instance)
+            .bind(holder)
             .bind(&until)
             .execute(&mut *conn)
             .await?;

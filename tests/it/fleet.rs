@@ -248,7 +248,7 @@ async fn three_daemons_share_200_feeds_and_take_over_a_killed_ones_sources() {
             let names: Vec<String> = db.texts(&held).await.into_iter().flatten().collect();
             let deliveries: Vec<String> = db
                 .texts(&format!(
-                    "SELECT id::text FROM deliveries WHERE lease_owner = '{victim}'"
+                    "SELECT id::text FROM deliveries WHERE lease_owner LIKE '{victim}/%'"
                 ))
                 .await
                 .into_iter()

@@ -752,24 +752,29 @@ async fn an_instance_renews_and_takes_back_its_source_and_delivery_leases(backen
                 .unwrap()
         }
     };
-    assert_eq!(sources("a/r.1", now).await, 1);
-    assert_eq!(deliveries("a", now).await.len(), 1);
+    assert_eq!(sources("a/r/1", now).await, 1);
+    assert_eq!(deliveries("a/r", now).await.len(), 1);
     // Renewed past the first minute: another daemon finds nothing two minutes on.
     let renewed = store
-        .renew_leases("a", now + Duration::minutes(10))
+        .renew_leases("a/r", now + Duration::minutes(10))
         .await
         .unwrap();
     assert_eq!(renewed, 2, "the source and the delivery");
-    assert_eq!(store.renew_leases("b", minute).await.unwrap(), 0);
+    assert_eq!(
+        store.renew_leases("a/s", minute).await.unwrap(),
+        0,
+        "another run of the daemon renews nothing of this one's"
+    );
+    assert_eq!(store.renew_leases("b/r", minute).await.unwrap(), 0);
     let later = now + Duration::minutes(2);
-    assert_eq!(sources("b/r.1", later).await, 0);
-    assert!(deliveries("b", later).await.is_empty());
+    assert_eq!(sources("b/r/1", later).await, 0);
+    assert!(deliveries("b/r", later).await.is_empty());
     // A restarted `a` takes back both, whatever their expiry: due at once again.
     assert_eq!(store.release_leases(Some("b")).await.unwrap(), 0);
     assert_eq!(store.release_leases(Some("a")).await.unwrap(), 2);
     let now = Utc::now();
-    assert_eq!(sources("b/r.2", now).await, 1);
-    let taken = deliveries("b", now).await;
+    assert_eq!(sources("b/r/2", now).await, 1);
+    let taken = deliveries("b/r", now).await;
     assert_eq!(taken.len(), 1, "the delivery is due at once");
     // An attempt ends the claim: nothing of b's is left to renew but its source.
     store
@@ -784,7 +789,7 @@ async fn an_instance_renews_and_takes_back_its_source_and_delivery_leases(backen
         )
         .await
         .unwrap();
-    assert_eq!(store.renew_leases("b", minute).await.unwrap(), 1);
+    assert_eq!(store.renew_leases("b/r", minute).await.unwrap(), 1);
     assert_eq!(store.release_leases(None).await.unwrap(), 1);
     store.close().await;
     db.cleanup().await;
