@@ -1,5 +1,6 @@
 //! The admin listener, beside the pipeline rather than in it: `/healthz` (the
-//! process is up), `/readyz` (the store answers) and `/metrics` (Prometheus
+//! process is up), `/readyz` (the daemon's work progresses and the store answers;
+//! see [`crate::health`]) and `/metrics` (Prometheus
 //! text, rendered from the counters the stages record with the `metrics`
 //! macros). Served only when `admin.listen` is set; bind it to loopback.
 
@@ -15,6 +16,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::health::Health;
 use crate::store::Store;
 
 /// The process-wide Prometheus recorder, installed on first use.
@@ -34,6 +36,7 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
 #[derive(Clone)]
 struct AdminState {
     store: Arc<dyn Store>,
+    health: Arc<Health>,
     metrics: Option<PrometheusHandle>,
 }
 
@@ -41,10 +44,12 @@ struct AdminState {
 pub async fn serve(
     listen: &str,
     store: Arc<dyn Store>,
+    health: Arc<Health>,
     cancel: CancellationToken,
 ) -> anyhow::Result<SocketAddr> {
     let state = AdminState {
         store,
+        health,
         metrics: metrics_handle(),
     };
     let app = Router::new()
@@ -70,6 +75,9 @@ pub async fn serve(
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    if let Some(why) = state.health.stuck() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("stuck: {why}\n"));
+    }
     match state.store.ping().await {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
         Err(e) => (

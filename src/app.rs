@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::fetch::Fetcher;
+use crate::health::Health;
 use crate::notify::{DeliveryStats, Notifier};
 use crate::pipeline::{self, PipelineStats, PollJob, Scheduler, Shared, SourcePlan};
 use crate::store::{self, SourceRow, SourceSpec, Store};
@@ -75,13 +76,16 @@ impl App {
                 }
             }
         }
-        let notifier = Notifier::new(&config).context("building the webhook client")?;
+        let run = pipeline::run_id();
+        let notifier = Notifier::new(&config, format!("{}/{run}", config.daemon.instance))
+            .context("building the webhook client")?;
         let plans = config
             .sources
             .iter()
             .map(|s| Ok((s.name().to_string(), Arc::new(SourcePlan::new(s)?))))
             .collect::<anyhow::Result<_>>()?;
         let (topics, topics_rx) = watch::channel(Arc::new(topics));
+        let health = Arc::new(Health::new(config.daemon.stall_after));
         let shared = Shared {
             config: Arc::new(config),
             store,
@@ -90,9 +94,10 @@ impl App {
             outbox_wake: Arc::new(Notify::new()),
             schedule_wake: Arc::new(Notify::new()),
             prepare_permits: Shared::prepare_permits(),
+            health,
         };
         let app = App {
-            scheduler: Scheduler::new(shared.clone(), plans),
+            scheduler: Scheduler::new(shared.clone(), plans, run),
             shared,
             notifier: Arc::new(notifier),
             topics,
@@ -164,13 +169,20 @@ impl App {
         let stats = Arc::new(PipelineStats::default());
         let (tx, rx) = mpsc::channel(jobs.len().max(1));
         let pipeline = tokio::spawn(pipeline::run(self.shared.clone(), rx, stats.clone()));
+        // A long pass keeps its sources: `once` has no watchdog, so it renews as it goes.
+        let renewing = tokio::spawn(renew_leases(
+            self.shared.clone(),
+            self.scheduler.once_holder(),
+        ));
         for job in jobs {
             if tx.send(job).await.is_err() {
                 break;
             }
         }
         drop(tx);
-        pipeline.await.context("pipeline task panicked")?;
+        let polled = pipeline.await;
+        renewing.abort();
+        polled.context("pipeline task panicked")?;
         // A `once` run from a timer is the only pass some stores get: keep their index
         // pruned too. A failure here costs space, not stories, so it does not fail the run.
         if let Err(e) =
@@ -200,6 +212,7 @@ impl App {
     /// `daemon.shutdown_grace`, and returns.
     pub async fn run_daemon(&self, cancel: CancellationToken) -> anyhow::Result<()> {
         let grace = self.shared.config.daemon.shutdown_grace;
+        self.take_back_leases().await;
         let stats = Arc::new(PipelineStats::default());
         let (tx, rx) = mpsc::channel::<PollJob>(64);
         // Every stage runs supervised: one that ends before shutdown says so on `died`.
@@ -225,6 +238,7 @@ impl App {
             crate::admin::serve(
                 &self.shared.config.admin.listen,
                 self.shared.store.clone(),
+                self.shared.health.clone(),
                 cancel.child_token(),
             )
             .await?;
@@ -258,19 +272,11 @@ impl App {
                 }),
             )
         };
-        if let Some(period) = sd_notify::watchdog_enabled() {
-            // Ping at half the watchdog period while the daemon runs.
-            let watchdog_cancel = cancel.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(period / 2);
-                loop {
-                    tokio::select! {
-                        _ = watchdog_cancel.cancelled() => return,
-                        _ = tick.tick() => notify_systemd(&[sd_notify::NotifyState::Watchdog]),
-                    }
-                }
-            });
-        }
+        // Runs through the drain too (polls finishing keep their leases), until aborted.
+        let keeping = stage(
+            "health",
+            Box::pin(keep_alive(self.shared.clone(), self.scheduler.holder())),
+        );
         // The scheduler runs here; the stages run beside it, and none of them may end
         // before shutdown: one that does (a panic, say) ends the daemon non-zero, so
         // that systemd restarts it rather than leaving a process that polls nothing.
@@ -287,6 +293,7 @@ impl App {
             pipeline.abort();
             notifier_task.abort();
             pruning.abort();
+            keeping.abort();
             notify_systemd(&[sd_notify::NotifyState::Stopping]);
             if let Err(e) = self
                 .shared
@@ -316,6 +323,7 @@ impl App {
                 "shutdown grace elapsed; abandoning unfinished polls (their leases expire, nothing committed is lost)"
             );
         }
+        keeping.abort();
         // Polls abandoned to the grace hand their sources back now rather than when
         // their leases lapse.
         match self
@@ -333,6 +341,30 @@ impl App {
         self.shared.store.close().await;
         info!("feedwatch stopped");
         scheduler_result
+    }
+
+    /// Takes back, on Postgres, the leases an earlier run of this daemon (the same
+    /// `daemon.instance`) left when it was killed: their polls and deliveries died with
+    /// it, and waiting for the leases to lapse would leave that work undone meanwhile.
+    /// (SQLite releases every lease at start already.)
+    async fn take_back_leases(&self) {
+        if self.shared.store.backend() != "postgres" {
+            return;
+        }
+        let instance = self.scheduler.instance();
+        match self.shared.store.release_leases(Some(instance)).await {
+            Ok(0) => {}
+            Ok(n) => {
+                info!(
+                    instance,
+                    leases = n,
+                    "took back the leases an earlier run of this daemon left"
+                )
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot take back the leases an earlier run left; they lapse on their own")
+            }
+        }
     }
 
     /// Installs the metrics recorder (so `/metrics` has something to render).
@@ -367,6 +399,70 @@ fn supervised(
         };
         let _ = died.send(reason);
     })
+}
+
+/// While the daemon's work progresses (see [`Health`]): probes the store, pings the
+/// systemd watchdog and renews this daemon's leases on sources and deliveries. Once it
+/// is stuck, neither: systemd restarts it and other daemons take its work over. Runs
+/// until aborted.
+async fn keep_alive(shared: Shared, holder: String) {
+    let health = shared.health.clone();
+    let lease = shared.config.daemon.lease;
+    let lease_chrono = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(1));
+    let mut every = (health.stall_after() / 4).min(lease / 3);
+    if let Some(watchdog) = sd_notify::watchdog_enabled() {
+        every = every.min(watchdog / 2);
+    }
+    let every = every.max(Duration::from_millis(100));
+    let probe_timeout = health.stall_after().min(Duration::from_secs(10));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_stuck = false;
+    loop {
+        tick.tick().await;
+        match tokio::time::timeout(probe_timeout, shared.store.ping()).await {
+            Ok(Ok(())) => health.store_answered(),
+            Ok(Err(e)) => health.store_failed(e.to_string()),
+            Err(_) => health.store_failed(format!("no answer within {probe_timeout:?}")),
+        }
+        if let Some(why) = health.stuck() {
+            if !was_stuck {
+                warn!(reason = %why, "the daemon is stuck: the watchdog is no longer pinged and its leases are no longer renewed");
+                was_stuck = true;
+            }
+            continue;
+        }
+        if was_stuck {
+            info!("the daemon's work progresses again");
+            was_stuck = false;
+        }
+        notify_systemd(&[sd_notify::NotifyState::Watchdog]);
+        if let Err(e) = shared
+            .store
+            .renew_leases(&holder, Utc::now() + lease_chrono)
+            .await
+        {
+            warn!(error = %e, "cannot renew this daemon's leases; trying again shortly");
+        }
+    }
+}
+
+/// Renews `holder`'s leases every third of a lease, for as long as it is let run.
+async fn renew_leases(shared: Shared, holder: String) {
+    let lease = shared.config.daemon.lease;
+    let lease_chrono = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(1));
+    let mut tick = tokio::time::interval((lease / 3).max(Duration::from_millis(100)));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(e) = shared
+            .store
+            .renew_leases(&holder, Utc::now() + lease_chrono)
+            .await
+        {
+            warn!(error = %e, "cannot renew the leases of this pass; trying again shortly");
+        }
+    }
 }
 
 /// How often the daemon prunes the near-duplicate index (first at start).

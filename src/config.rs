@@ -65,6 +65,21 @@ pub struct DatabaseConfig {
 pub struct DaemonConfig {
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// This daemon's name in the leases it holds, stable across restarts so that a
+    /// restarted daemon takes back its own. Empty in the file: the host name and a
+    /// hash of the config file's path ([`default_instance`]), filled in by
+    /// [`Config::load`]. Two daemons running at once must have different names.
+    pub instance: String,
+    /// How long a claim on a source or a delivery lasts unless renewed. A running
+    /// daemon renews its claims every third of this while its work progresses, so
+    /// this is how long a dead daemon's work waits for another daemon.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// A stage busy with one step for this long (the scheduler, the writer) or a
+    /// store that has not answered for this long is stuck: `/readyz` says so, the
+    /// systemd watchdog is no longer pinged and leases are no longer renewed.
+    #[serde(with = "humantime_serde")]
+    pub stall_after: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -307,6 +322,9 @@ impl Default for DaemonConfig {
     fn default() -> Self {
         Self {
             shutdown_grace: Duration::from_secs(30),
+            instance: String::new(),
+            lease: Duration::from_secs(60),
+            stall_after: Duration::from_secs(120),
         }
     }
 }
@@ -402,6 +420,9 @@ impl Config {
             message,
         };
         config.expand_env(&env).map_err(invalid)?;
+        if config.daemon.instance.is_empty() {
+            config.daemon.instance = default_instance(path);
+        }
         // The file's own database URL is relative to the file; an override from the
         // environment is taken as given (relative to the working directory).
         config.database.url = resolve_sqlite_path(&config.database.url, path);
@@ -422,6 +443,7 @@ impl Config {
         expand("database.url", &mut self.database.url)?;
         expand("http.user_agent", &mut self.http.user_agent)?;
         expand("admin.listen", &mut self.admin.listen)?;
+        expand("daemon.instance", &mut self.daemon.instance)?;
         for (i, s) in self.sources.iter_mut().enumerate() {
             expand(&format!("sources[{i}].url"), &mut s.url)?;
         }
@@ -547,6 +569,12 @@ impl Config {
                 self.daemon.shutdown_grace,
                 Duration::from_secs(1),
             ),
+            ("daemon.lease", self.daemon.lease, Duration::from_secs(1)),
+            (
+                "daemon.stall_after",
+                self.daemon.stall_after,
+                Duration::from_secs(1),
+            ),
             ("http.connect_timeout", self.http.connect_timeout, timeout),
             ("http.timeout", self.http.timeout, timeout),
             (
@@ -600,6 +628,7 @@ impl Config {
                 self.http.user_agent
             ));
         }
+        check_instance(&self.daemon.instance)?;
         if !self.admin.listen.is_empty() {
             self.admin
                 .listen
@@ -715,6 +744,45 @@ fn resolve_sqlite_path(url: &str, config_path: &Path) -> String {
     format!("sqlite://{}{query}", absolute.display())
 }
 
+/// The instance name a daemon takes when `daemon.instance` is empty: the host name,
+/// then the first 8 hex digits of a hash of the config file's absolute path. A daemon
+/// restarted with the same file on the same host gets the same name back; a second
+/// daemon on the host needs a config file of its own (or its own `daemon.instance`).
+pub fn default_instance(config_path: &Path) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        .take(64)
+        .collect();
+    let path = std::fs::canonicalize(config_path)
+        .or_else(|_| std::path::absolute(config_path))
+        .unwrap_or_else(|_| config_path.to_path_buf());
+    let hash = blake3::hash(path.as_os_str().as_encoded_bytes());
+    format!("{host}-{}", &hash.to_hex()[..8])
+}
+
+/// `daemon.instance`: it prefixes lease owners (`<instance>/<run>/<claim>`), so no `/`.
+fn check_instance(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "daemon.instance: {name:?} must be 1 to 100 of A-Z a-z 0-9 . - _ :"
+        ))
+    }
+}
+
 /// Names of sources, topics and webhooks: `[a-z0-9-]+`.
 fn check_name(name: &str) -> Result<(), String> {
     if !name.is_empty()
@@ -816,6 +884,32 @@ mod tests {
     }
 
     #[test]
+    fn the_instance_name_is_stable_per_config_file_and_may_be_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.toml"), dir.path().join("b.toml"));
+        for path in [&a, &b] {
+            std::fs::write(path, "").unwrap();
+        }
+        let load = |path: &Path| Config::load(path).unwrap().daemon.instance;
+        assert_eq!(load(&a), load(&a), "the same file names the same instance");
+        assert_ne!(
+            load(&a),
+            load(&b),
+            "two files on one host name two instances"
+        );
+        // The same file reached through another spelling of its path.
+        let dotted = dir.path().join(".").join("a.toml");
+        assert_eq!(load(&dotted), load(&a));
+        let host = load(&a);
+        assert!(
+            host.rsplit_once('-').is_some_and(|(_, h)| h.len() == 8),
+            "{host}"
+        );
+        std::fs::write(&a, "[daemon]\ninstance = \"news-1\"\n").unwrap();
+        assert_eq!(load(&a), "news-1");
+    }
+
+    #[test]
     fn unknown_keys_are_rejected_with_their_line() {
         let err = parse("[http]\ntimeout = \"5s\"\ntimout = \"5s\"\n")
             .unwrap_err()
@@ -913,6 +1007,9 @@ mod tests {
                 "daemon.shutdown_grace",
             ),
             ("[dedup]\nwindow = \"1000000d\"\n", "dedup.window"),
+            ("[daemon]\nlease = \"0s\"\n", "daemon.lease"),
+            ("[daemon]\nstall_after = \"10ms\"\n", "daemon.stall_after"),
+            ("[daemon]\ninstance = \"a/b\"\n", "daemon.instance"),
             (
                 "[[sources]]\nname = \"a\"\nkind = \"feed\"\nurl = \"https://e.org/\"\ninterval = \"10ms\"\n",
                 "sources[0] (line 2).interval",

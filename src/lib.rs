@@ -20,6 +20,7 @@ pub mod dedup;
 pub mod dry_run;
 pub mod extract;
 pub mod fetch;
+pub mod health;
 pub mod normalize;
 pub mod notify;
 pub mod pipeline;

@@ -56,13 +56,19 @@ pub struct Notifier {
     names: Vec<String>,
     config: DeliveryConfig,
     per_webhook: HashMap<String, Arc<Semaphore>>,
+    /// This run of the daemon (`<instance>/<run>`), which its delivery claims carry.
+    owner: String,
+    /// How long a claim lasts unless the daemon renews it (`daemon.lease`).
+    lease: Duration,
 }
 
 /// How many deliveries one claim takes.
 const CLAIM_BATCH: i64 = 64;
 
 impl Notifier {
-    pub fn new(config: &Config) -> anyhow::Result<Notifier> {
+    /// A notifier whose claims name `owner`, the run of the daemon it works for
+    /// (`<instance>/<run>`, see [`crate::pipeline::Scheduler::holder`]).
+    pub fn new(config: &Config, owner: String) -> anyhow::Result<Notifier> {
         crate::fetch::install_crypto_provider();
         let client = reqwest::Client::builder()
             .user_agent(config.http.user_agent.clone())
@@ -94,6 +100,8 @@ impl Notifier {
             names,
             config: config.delivery.clone(),
             per_webhook,
+            owner,
+            lease: config.daemon.lease,
         })
     }
 
@@ -106,10 +114,9 @@ impl Notifier {
         loop {
             let now = Utc::now();
             let lease = now
-                + chrono::Duration::from_std(self.config.timeout * 2 + Duration::from_secs(60))
-                    .unwrap_or(chrono::Duration::minutes(5));
+                + chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::minutes(1));
             let batch = store
-                .claim_due_deliveries(&self.names, now, lease, CLAIM_BATCH)
+                .claim_due_deliveries(&self.owner, &self.names, now, lease, CLAIM_BATCH)
                 .await?;
             if batch.is_empty() {
                 return Ok(stats);

@@ -39,7 +39,7 @@ use crate::topics::TopicSet;
 
 pub use outbox::ConfigOutbox;
 pub use plan::SourcePlan;
-pub use scheduler::Scheduler;
+pub use scheduler::{Scheduler, run_id};
 
 /// Bound of the channel from the polls to the writer, in polls: as many as the writer
 /// takes in one group ([`record`]'s group commit), so a group can be full.
@@ -59,6 +59,8 @@ pub struct Shared {
     pub schedule_wake: Arc<Notify>,
     /// Bounds the CPU-heavy preparation running at once to the machine's cores.
     pub prepare_permits: Arc<Semaphore>,
+    /// Where the scheduler and the writer mark their progress.
+    pub health: Arc<crate::health::Health>,
 }
 
 impl Shared {

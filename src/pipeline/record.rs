@@ -47,6 +47,13 @@ pub(super) async fn run(
         if std::env::var("FEEDWATCH_TEST_FAULT").as_deref() == Ok("writer-panic") {
             panic!("test fault: the writer stage panics (FEEDWATCH_TEST_FAULT=writer-panic)");
         }
+        let _busy = shared.health.writer_busy();
+        // A test-only fault (debug builds): the writer hangs on its first poll, as a
+        // write stuck on a lock would.
+        #[cfg(debug_assertions)]
+        if std::env::var("FEEDWATCH_TEST_FAULT").as_deref() == Ok("writer-stall") {
+            std::future::pending::<()>().await;
+        }
         let group: Vec<Pending> = received
             .drain(..)
             .map(|polled| Pending::new(&shared, polled))

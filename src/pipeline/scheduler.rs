@@ -21,29 +21,56 @@ use crate::store::{SourceRow, SourceState};
 /// Most sources claimed at once.
 const CLAIM_BATCH: i64 = 64;
 
-/// Claims sources for polls under leases named after this process.
+/// A name for one run of a daemon: 12 random hex digits.
+pub fn run_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
+/// The longest the scheduler sleeps: a source due sooner wakes it, a recorded poll too.
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+
+/// Claims sources for polls under leases named after this daemon.
 pub struct Scheduler {
     shared: Shared,
     plans: HashMap<String, Arc<SourcePlan>>,
-    /// This process's identity in `sources.lease_owner`.
+    /// This daemon's name (`daemon.instance`), the part of its lease owners before
+    /// the `/`: the same after a restart, so that the daemon takes its leases back.
     instance: String,
+    /// This run of the daemon, so that a claim of this run is never mistaken for an
+    /// equally numbered claim of an earlier run, and only this run's are renewed.
+    run: String,
     /// Claims made so far, numbering the leases.
     claims: AtomicU64,
 }
 
 impl Scheduler {
-    pub fn new(shared: Shared, plans: HashMap<String, Arc<SourcePlan>>) -> Scheduler {
+    /// A scheduler for this run `run` of the daemon (see [`run_id`]).
+    pub fn new(shared: Shared, plans: HashMap<String, Arc<SourcePlan>>, run: String) -> Scheduler {
+        let instance = shared.config.daemon.instance.clone();
         Scheduler {
             shared,
             plans,
-            instance: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+            instance,
+            run,
             claims: AtomicU64::new(0),
         }
     }
 
-    /// This process's identity: the part of its lease owners before the `/`.
+    /// This daemon's name: the part of its lease owners before the `/`.
     pub fn instance(&self) -> &str {
         &self.instance
+    }
+
+    /// This run's name in its leases, `<instance>/<run>`: what it renews.
+    pub fn holder(&self) -> String {
+        format!("{}/{}", self.instance, self.run)
+    }
+
+    /// The holder `once` claims as, `<instance>.once/<run>`: not under the daemon's
+    /// instance name, so that a daemon started with the same config takes back only its
+    /// own leases, never those of a `once` running beside it.
+    pub(crate) fn once_holder(&self) -> String {
+        format!("{}.once/{}", self.instance, self.run)
     }
 
     /// How many sources are configured.
@@ -51,18 +78,19 @@ impl Scheduler {
         self.plans.len()
     }
 
-    /// How long a poll holds its source at most; then another daemon may take it.
+    /// How long a claim holds its source unless renewed (`daemon.lease`); then
+    /// another daemon may take it.
     fn lease(&self) -> chrono::Duration {
-        let lease = self.shared.config.http.timeout * 4 + Duration::from_secs(300);
-        chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::hours(1))
+        chrono::Duration::from_std(self.shared.config.daemon.lease)
+            .unwrap_or(chrono::Duration::minutes(1))
     }
 
-    /// A lease owner for one claim: this process's identity and a claim number, so that
-    /// a poll fenced by it cannot write once its source was claimed again, even by this
-    /// same process after the lease ran out.
-    fn lease_owner(&self) -> Arc<str> {
+    /// A lease owner for one claim, `<instance>/<run>/<claim>`: the daemon's name, this
+    /// run and a claim number, so that a poll fenced by it cannot write once its source
+    /// was claimed again, even by this same daemon after the lease ran out.
+    fn lease_owner(&self, holder: &str) -> Arc<str> {
         let claim = self.claims.fetch_add(1, Ordering::Relaxed);
-        Arc::from(format!("{}/{claim}", self.instance))
+        Arc::from(format!("{holder}/{claim}"))
     }
 
     fn jobs(&self, rows: Vec<SourceRow>, owner: &Arc<str>) -> impl Iterator<Item = PollJob> {
@@ -83,7 +111,7 @@ impl Scheduler {
             .iter()
             .filter(|r| matches!(r.state, SourceState::Active | SourceState::Blocked))
             .count();
-        let owner = self.lease_owner();
+        let owner = self.lease_owner(&self.once_holder());
         let now = Utc::now();
         let rows = self
             .shared
@@ -107,10 +135,15 @@ impl Scheduler {
         cancel: &CancellationToken,
     ) -> anyhow::Result<()> {
         let store = &self.shared.store;
+        let health = &self.shared.health;
+        let holder = self.holder();
+        // Beat at least four times per `stall_after`, even when nothing falls due.
+        let longest_sleep = (health.stall_after() / 4).clamp(Duration::from_millis(100), MAX_SLEEP);
         let mut store_failures = 0u32;
         while !cancel.is_cancelled() {
+            health.scheduler_beat();
             let now = Utc::now();
-            let owner = self.lease_owner();
+            let owner = self.lease_owner(&holder);
             let claimed = store
                 .claim_due_sources(&owner, now, now + self.lease(), CLAIM_BATCH)
                 .await;
@@ -121,13 +154,14 @@ impl Scheduler {
                         if jobs.send(job).await.is_err() {
                             return Ok(());
                         }
+                        health.scheduler_beat();
                     }
                     match store.next_poll_due(Utc::now()).await {
                         Ok(Some(next)) => (next - Utc::now())
                             .to_std()
                             .unwrap_or(Duration::ZERO)
-                            .clamp(Duration::from_millis(100), Duration::from_secs(30)),
-                        Ok(None) => Duration::from_secs(30),
+                            .clamp(Duration::from_millis(100), longest_sleep),
+                        Ok(None) => longest_sleep,
                         Err(e) => {
                             warn!(error = %e, "cannot read the schedule");
                             Duration::from_secs(5)
@@ -137,7 +171,7 @@ impl Scheduler {
                 Err(e) => {
                     store_failures += 1;
                     warn!(error = %e, failures = store_failures, "cannot claim due sources; retrying");
-                    Duration::from_secs(u64::from(store_failures.min(6)) * 5)
+                    (Duration::from_secs(5) * store_failures.min(6)).min(longest_sleep)
                 }
             };
             tokio::select! {

@@ -411,7 +411,9 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> StoreResult<Vec<SourceRow>>;
 
-    /// The earliest `next_poll_at` of an active source not leased at `now`, if any.
+    /// When the next active source falls due: the earliest `next_poll_at`, or for a
+    /// source leased at `now` the later of that and its lease's end (when a dead
+    /// daemon's source may be taken over), if any.
     async fn next_poll_due(&self, now: DateTime<Utc>) -> StoreResult<Option<DateTime<Utc>>>;
 
     /// Every active source not leased by another daemon at `now`, leased to `owner`
@@ -454,11 +456,20 @@ pub trait Store: Send + Sync + 'static {
         near_dup: NearDupCheck<'_>,
     ) -> StoreResult<Vec<PollSave>>;
 
-    /// Releases the source leases whose owner starts with `instance` followed by `/`
-    /// (every lease with `None`), whatever their expiry, and returns how many. A daemon
-    /// releases its own on a clean exit; on SQLite, which one process owns, a starting
-    /// daemon releases every lease a crashed one left.
+    /// Releases the leases of `instance` (every lease with `None`), whatever their
+    /// expiry, and returns how many: sources and pending deliveries whose owner starts
+    /// with `instance` followed by `/` (the deliveries fall due at once). A
+    /// daemon releases its own on a clean exit and takes back at start those a crash
+    /// of it left; on SQLite, which one process owns, a starting daemon releases every
+    /// lease a crashed one left.
     async fn release_leases(&self, instance: Option<&str>) -> StoreResult<u64>;
+
+    /// Extends every lease of one run of a daemon, `holder` = `<instance>/<run>` (sources
+    /// whose owner starts with `holder/`, pending deliveries claimed by `holder`), to
+    /// `lease_until`, and returns how many. Leases an earlier run left are not renewed.
+    /// A source whose poll is being written at this moment is skipped: its write ends
+    /// the lease anyway.
+    async fn renew_leases(&self, holder: &str, lease_until: DateTime<Utc>) -> StoreResult<u64>;
 
     /// Releases a lease `owner` still holds without recording a poll (its write
     /// failed): validators, streak and stories stay; it is polled again at `next_poll_at`.
@@ -480,9 +491,11 @@ pub trait Store: Send + Sync + 'static {
         outbox: &dyn OutboxPolicy,
     ) -> StoreResult<SaveOutcome>;
 
-    /// Pending deliveries due at `now` for the named webhooks, claimed until `lease_until`.
+    /// Pending deliveries due at `now` for the named webhooks, claimed by `owner` (a run
+    /// of a daemon, `<instance>/<run>`) until `lease_until`.
     async fn claim_due_deliveries(
         &self,
+        owner: &str,
         webhooks: &[String],
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
@@ -492,7 +505,7 @@ pub trait Store: Send + Sync + 'static {
     /// The earliest `next_attempt_at` of a pending delivery for the named webhooks.
     async fn next_delivery_due(&self, webhooks: &[String]) -> StoreResult<Option<DateTime<Utc>>>;
 
-    /// Records the outcome of one attempt (attempts is incremented).
+    /// Records the outcome of one attempt (attempts is incremented) and ends its claim.
     async fn record_delivery(
         &self,
         id: Uuid,

@@ -2,7 +2,8 @@
 //! Sources and deliveries are claimed with `FOR UPDATE SKIP LOCKED` and the
 //! lease committed at once, so no transaction stays open across an HTTP call.
 //! A story's verdict is serialised per canonical URL and per content hash with
-//! transaction-scoped advisory locks, and `canonical_url` / `(event_key,
+//! transaction-scoped advisory locks, near-duplicate verdicts by one more such
+//! lock across all writers, and `canonical_url` / `(event_key,
 //! webhook)` unique constraints make every story and delivery exactly-once even
 //! if that were bypassed. New matches are announced with
 //! `pg_notify('feedwatch_matches', story_id)` on commit.
@@ -45,6 +46,11 @@ const NEAR_DUP_CANDIDATES: &str = "SELECT s.id, COALESCE(s.duplicate_of, s.id) A
        GROUP BY b.story_id ORDER BY shared DESC, b.story_id DESC LIMIT $4 \
      ) c ON c.story_id = s.id \
      WHERE s.fetched_at >= $2 AND s.fingerprint IS NOT NULL ORDER BY s.id";
+
+/// The transaction-scoped advisory lock that serialises near-duplicate verdicts across
+/// connections and daemons (see `lock_stories`). Should it ever equal the key of a URL
+/// or a content hash, two polls would at worst wait for each other needlessly.
+const NEAR_DUP_VERDICT_LOCK: i64 = 0x6665_6564_7761_7463; // "feedwatc"
 
 /// The Postgres backend.
 pub struct PostgresStore {
@@ -274,9 +280,11 @@ impl Store for PostgresStore {
 
     async fn next_poll_due(&self, now: DateTime<Utc>) -> StoreResult<Option<DateTime<Utc>>> {
         let row = sqlx::query(
-            "SELECT bool_or(next_poll_at IS NULL) AS unscheduled, MIN(next_poll_at) AS next \
-             FROM sources WHERE state IN ('active', 'blocked') \
-               AND (lease_until IS NULL OR lease_until <= $1)",
+            "SELECT bool_or(next_poll_at IS NULL AND (lease_until IS NULL OR lease_until <= $1)) \
+               AS unscheduled, \
+             MIN(CASE WHEN lease_until > $1 THEN GREATEST(next_poll_at, lease_until) \
+               ELSE next_poll_at END) AS next \
+             FROM sources WHERE state IN ('active', 'blocked')",
         )
         .bind(now)
         .fetch_one(&self.pool)
@@ -368,6 +376,11 @@ impl Store for PostgresStore {
         near_dup: NearDupCheck<'_>,
     ) -> StoreResult<Vec<PollSave>> {
         let mut tx = self.pool.begin().await?;
+        // The whole group's locks first, in one order, as one poll's are: taken poll by
+        // poll, two daemons' groups could each hold a lock the other waits for. Each
+        // poll's own call then finds its locks held already.
+        let all: Vec<&PreparedStory> = polls.iter().flat_map(|(p, _)| &p.stories).collect();
+        tx.lock_stories(&all).await?;
         let mut saved = Vec::with_capacity(polls.len());
         for (poll, outbox) in polls {
             saved.push(verdict::save_poll(&mut *tx, poll, near_dup, *outbox).await?);
@@ -379,15 +392,52 @@ impl Store for PostgresStore {
     async fn release_leases(&self, instance: Option<&str>) -> StoreResult<u64> {
         // `/` sorts right after the instance name, so `owner > 'I/' AND owner < 'I0'`
         // is the prefix `I/` without LIKE's wildcards.
-        let done = sqlx::query(
+        let mut tx = self.pool.begin().await?;
+        let sources = sqlx::query(
             "UPDATE sources SET lease_owner = NULL, lease_until = NULL \
              WHERE lease_owner IS NOT NULL \
                AND ($1 IS NULL OR (lease_owner > $1 || '/' AND lease_owner < $1 || '0'))",
         )
         .bind(instance)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected())
+        let deliveries = sqlx::query(
+            "UPDATE deliveries SET lease_owner = NULL, \
+               next_attempt_at = LEAST(next_attempt_at, now()) \
+             WHERE lease_owner IS NOT NULL AND status = 'pending' \
+               AND ($1 IS NULL OR (lease_owner > $1 || '/' AND lease_owner < $1 || '0'))",
+        )
+        .bind(instance)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(sources.rows_affected() + deliveries.rows_affected())
+    }
+
+    async fn renew_leases(&self, holder: &str, lease_until: DateTime<Utc>) -> StoreResult<u64> {
+        // Rows locked by a poll's write are skipped rather than waited for: that write
+        // ends the lease, or fails and leaves it for the next renewal.
+        let mut tx = self.pool.begin().await?;
+        let sources = sqlx::query(
+            "UPDATE sources SET lease_until = $2 WHERE id IN ( \
+               SELECT id FROM sources \
+               WHERE lease_owner > $1 || '/' AND lease_owner < $1 || '0' \
+               FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(holder)
+        .bind(lease_until)
+        .execute(&mut *tx)
+        .await?;
+        let deliveries = sqlx::query(
+            "UPDATE deliveries SET next_attempt_at = $2 \
+             WHERE lease_owner = $1 AND status = 'pending'",
+        )
+        .bind(holder)
+        .bind(lease_until)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(sources.rows_affected() + deliveries.rows_affected())
     }
 
     async fn release_source(
@@ -416,7 +466,7 @@ impl Store for PostgresStore {
         outbox: &dyn OutboxPolicy,
     ) -> StoreResult<SaveOutcome> {
         let mut tx = self.pool.begin().await?;
-        tx.lock_stories(std::slice::from_ref(story)).await?;
+        tx.lock_stories(&[story]).await?;
         let outcome = verdict::save_story(&mut *tx, story, window_start, near_dup, outbox).await?;
         tx.commit().await?;
         Ok(outcome)
@@ -424,13 +474,14 @@ impl Store for PostgresStore {
 
     async fn claim_due_deliveries(
         &self,
+        owner: &str,
         webhooks: &[String],
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> StoreResult<Vec<Delivery>> {
         let rows = sqlx::query(
-            "UPDATE deliveries SET next_attempt_at = $3 \
+            "UPDATE deliveries SET next_attempt_at = $3, lease_owner = $5 \
              WHERE id IN (SELECT id FROM deliveries \
                WHERE status = 'pending' AND next_attempt_at <= $2 AND webhook = ANY($1) \
                ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
@@ -440,6 +491,7 @@ impl Store for PostgresStore {
         .bind(now)
         .bind(lease_until)
         .bind(limit)
+        .bind(owner)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(delivery_row).collect()
@@ -464,7 +516,8 @@ impl Store for PostgresStore {
         let query = match result {
             DeliveryResult::Delivered { status_code } => sqlx::query(
                 "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, \
-                 last_status_code = $2, last_error = NULL, delivered_at = $3 WHERE id = $1",
+                 last_status_code = $2, last_error = NULL, delivered_at = $3, \
+                 lease_owner = NULL WHERE id = $1",
             )
             .bind(id)
             .bind(status_code)
@@ -475,7 +528,7 @@ impl Store for PostgresStore {
                 next_attempt_at,
             } => sqlx::query(
                 "UPDATE deliveries SET attempts = attempts + 1, last_status_code = $2, \
-                 last_error = $3, next_attempt_at = $4 WHERE id = $1",
+                 last_error = $3, next_attempt_at = $4, lease_owner = NULL WHERE id = $1",
             )
             .bind(id)
             .bind(status_code)
@@ -483,7 +536,7 @@ impl Store for PostgresStore {
             .bind(next_attempt_at),
             DeliveryResult::Dead { status_code, error } => sqlx::query(
                 "UPDATE deliveries SET status = 'dead', attempts = attempts + 1, \
-                 last_status_code = $2, last_error = $3 WHERE id = $1",
+                 last_status_code = $2, last_error = $3, lease_owner = NULL WHERE id = $1",
             )
             .bind(id)
             .bind(status_code)
@@ -610,7 +663,7 @@ impl PollTx for PgConnection {
         .transpose()
     }
 
-    async fn lock_stories(&mut self, stories: &[PreparedStory]) -> StoreResult<()> {
+    async fn lock_stories(&mut self, stories: &[&PreparedStory]) -> StoreResult<()> {
         // Serialise verdicts on the same identity and on the same content, so that two
         // daemons racing on one story (or on two URLs of one body) cannot both win. All of
         // a poll's locks are taken at once, in key order, so two polls cannot deadlock.
@@ -636,6 +689,32 @@ impl PollTx for PgConnection {
         .bind(&hashes)
         .execute(&mut *self)
         .await?;
+        // A near duplicate has neither the URL nor the hash of its original, so the locks
+        // above do not keep two near copies apart: two polls storing them at once would
+        // each miss the other's uncommitted row and both alert. A lock per band key would
+        // (about 50 per story, a thousand per poll, and Postgres's shared lock table holds
+        // `max_locks_per_transaction` × connections), so instead a poll that may store a
+        // new fingerprinted story takes one lock for all near-duplicate verdicts: their
+        // lookups and inserts run one poll at a time across every daemon, while fetching,
+        // parsing and preparing stay parallel. It is taken after the URL locks, highest in
+        // the order, so it cannot deadlock with them; only stories whose URL is not stored
+        // yet can reach the near-duplicate lookup, and the URL locks keep that answer true.
+        let fingerprinted: Vec<&str> = stories
+            .iter()
+            .filter(|p| p.story.fingerprint.is_some() && !p.story.band_keys.is_empty())
+            .map(|p| p.story.canonical_url.as_str())
+            .collect();
+        if !fingerprinted.is_empty() {
+            sqlx::query(
+                "SELECT pg_advisory_xact_lock($1) WHERE EXISTS ( \
+                   SELECT 1 FROM unnest($2::text[]) AS u(url) \
+                   WHERE NOT EXISTS (SELECT 1 FROM stories s WHERE s.canonical_url = u.url))",
+            )
+            .bind(NEAR_DUP_VERDICT_LOCK)
+            .bind(&fingerprinted)
+            .execute(&mut *self)
+            .await?;
+        }
         Ok(())
     }
 

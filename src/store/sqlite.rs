@@ -375,9 +375,12 @@ impl Store for SqliteStore {
     }
 
     async fn next_poll_due(&self, now: DateTime<Utc>) -> StoreResult<Option<DateTime<Utc>>> {
+        // Timestamps are RFC 3339 text of one width, so they order (and MAX) as text.
         let next: Option<String> = sqlx::query_scalar(
-            "SELECT MIN(COALESCE(next_poll_at, '0000')) FROM sources \
-             WHERE state IN ('active', 'blocked') AND (lease_until IS NULL OR lease_until <= ?1)",
+            "SELECT MIN(CASE WHEN lease_until > ?1 \
+               THEN MAX(COALESCE(next_poll_at, '0000'), lease_until) \
+               ELSE COALESCE(next_poll_at, '0000') END) FROM sources \
+             WHERE state IN ('active', 'blocked')",
         )
         .bind(ts(now))
         .fetch_one(&self.pool)
@@ -477,15 +480,51 @@ impl Store for SqliteStore {
     async fn release_leases(&self, instance: Option<&str>) -> StoreResult<u64> {
         // `/` sorts right after the instance name, so `owner > 'I/' AND owner < 'I0'`
         // is the prefix `I/` without LIKE's wildcards.
-        let done = sqlx::query(
-            "UPDATE sources SET lease_owner = NULL, lease_until = NULL \
-             WHERE lease_owner IS NOT NULL \
-               AND (?1 IS NULL OR (lease_owner > ?1 || '/' AND lease_owner < ?1 || '0'))",
-        )
-        .bind(instance)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+        let now = ts(Utc::now());
+        immediate_tx!(self, |conn| {
+            let sources = sqlx::query(
+                "UPDATE sources SET lease_owner = NULL, lease_until = NULL \
+                 WHERE lease_owner IS NOT NULL \
+                   AND (?1 IS NULL OR (lease_owner > ?1 || '/' AND lease_owner < ?1 || '0'))",
+            )
+            .bind(instance)
+            .execute(&mut *conn)
+            .await?;
+            let deliveries = sqlx::query(
+                "UPDATE deliveries SET lease_owner = NULL, \
+                   next_attempt_at = MIN(next_attempt_at, ?2) \
+                 WHERE lease_owner IS NOT NULL AND status = 'pending' \
+                   AND (?1 IS NULL OR (lease_owner > ?1 || '/' AND lease_owner < ?1 || '0'))",
+            )
+            .bind(instance)
+            .bind(&now)
+            .execute(&mut *conn)
+            .await?;
+            Ok(sources.rows_affected() + deliveries.rows_affected())
+        })
+    }
+
+    async fn renew_leases(&self, holder: &str, lease_until: DateTime<Utc>) -> StoreResult<u64> {
+        let until = ts(lease_until);
+        immediate_tx!(self, |conn| {
+            let sources = sqlx::query(
+                "UPDATE sources SET lease_until = ?2 \
+                 WHERE lease_owner > ?1 || '/' AND lease_owner < ?1 || '0'",
+            )
+            .bind(holder)
+            .bind(&until)
+            .execute(&mut *conn)
+            .await?;
+            let deliveries = sqlx::query(
+                "UPDATE deliveries SET next_attempt_at = ?2 \
+                 WHERE lease_owner = ?1 AND status = 'pending'",
+            )
+            .bind(holder)
+            .bind(&until)
+            .execute(&mut *conn)
+            .await?;
+            Ok(sources.rows_affected() + deliveries.rows_affected())
+        })
     }
 
     async fn release_source(
@@ -520,6 +559,7 @@ impl Store for SqliteStore {
 
     async fn claim_due_deliveries(
         &self,
+        owner: &str,
         webhooks: &[String],
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
@@ -527,7 +567,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<Delivery>> {
         immediate_tx!(self, |conn| {
             let rows = sqlx::query(
-                "UPDATE deliveries SET next_attempt_at = ?3 \
+                "UPDATE deliveries SET next_attempt_at = ?3, lease_owner = ?5 \
                  WHERE id IN (SELECT id FROM deliveries \
                    WHERE status = 'pending' AND next_attempt_at <= ?2 \
                      AND webhook IN (SELECT value FROM json_each(?1)) \
@@ -538,6 +578,7 @@ impl Store for SqliteStore {
             .bind(ts(now))
             .bind(ts(lease_until))
             .bind(limit)
+            .bind(owner)
             .fetch_all(&mut *conn)
             .await?;
             rows.iter().map(delivery_row).collect()
@@ -565,7 +606,8 @@ impl Store for SqliteStore {
         let query = match result {
             DeliveryResult::Delivered { status_code } => sqlx::query(
                 "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, \
-                 last_status_code = ?2, last_error = NULL, delivered_at = ?3 WHERE id = ?1",
+                 last_status_code = ?2, last_error = NULL, delivered_at = ?3, \
+                 lease_owner = NULL WHERE id = ?1",
             )
             .bind(id)
             .bind(status_code)
@@ -576,7 +618,7 @@ impl Store for SqliteStore {
                 next_attempt_at,
             } => sqlx::query(
                 "UPDATE deliveries SET attempts = attempts + 1, last_status_code = ?2, \
-                 last_error = ?3, next_attempt_at = ?4 WHERE id = ?1",
+                 last_error = ?3, next_attempt_at = ?4, lease_owner = NULL WHERE id = ?1",
             )
             .bind(id)
             .bind(status_code)
@@ -584,7 +626,7 @@ impl Store for SqliteStore {
             .bind(ts(*next_attempt_at)),
             DeliveryResult::Dead { status_code, error } => sqlx::query(
                 "UPDATE deliveries SET status = 'dead', attempts = attempts + 1, \
-                 last_status_code = ?2, last_error = ?3 WHERE id = ?1",
+                 last_status_code = ?2, last_error = ?3, lease_owner = NULL WHERE id = ?1",
             )
             .bind(id)
             .bind(status_code)
@@ -720,7 +762,7 @@ impl PollTx for SqliteConnection {
         .transpose()
     }
 
-    async fn lock_stories(&mut self, _stories: &[PreparedStory]) -> StoreResult<()> {
+    async fn lock_stories(&mut self, _stories: &[&PreparedStory]) -> StoreResult<()> {
         // `BEGIN IMMEDIATE` holds the database's one write lock already.
         Ok(())
     }

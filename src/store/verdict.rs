@@ -196,7 +196,7 @@ pub(crate) trait PollTx: Send {
     async fn fence_source(&mut self, source_id: i64, owner: &str) -> StoreResult<Option<Streak>>;
     /// Serialises verdicts on these stories' identities and contents with other writers
     /// (Postgres: advisory locks taken in one order; SQLite: the write lock already does).
-    async fn lock_stories(&mut self, stories: &[PreparedStory]) -> StoreResult<()>;
+    async fn lock_stories(&mut self, stories: &[&PreparedStory]) -> StoreResult<()>;
     /// The stories stored under these canonical URLs, and the first story (lowest id)
     /// with each of these content hashes, in one statement.
     async fn identify(&mut self, urls: &[&str], hashes: &[&str]) -> StoreResult<Identified>;
@@ -304,7 +304,8 @@ pub(crate) async fn save_poll<T: PollTx + ?Sized>(
     let Some(streak) = tx.fence_source(poll.source_id, &poll.lease_owner).await? else {
         return Ok(PollSave::LeaseLost);
     };
-    tx.lock_stories(&poll.stories).await?;
+    let stories: Vec<&PreparedStory> = poll.stories.iter().collect();
+    tx.lock_stories(&stories).await?;
     let mut known = Known::load(tx, &poll.stories).await?;
     let mut stories = Vec::with_capacity(poll.stories.len());
     for story in &poll.stories {

@@ -238,3 +238,152 @@ async fn a_stage_that_dies_ends_the_daemon_non_zero(backend: Backend) {
     db.cleanup().await;
 }
 both_backends!(a_stage_that_dies_ends_the_daemon_non_zero);
+
+/// The `lease_owner` of the source `name`, read with plain SQL.
+async fn lease_owner(db: &TestDb, name: &str) -> Option<String> {
+    let sql = format!("SELECT lease_owner FROM sources WHERE name = '{name}'");
+    db.texts(&sql).await.into_iter().next().flatten()
+}
+
+async fn a_daemon_killed_mid_poll_polls_those_sources_again_at_restart(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let site = Site::start().await;
+    // The server takes an hour to answer: a poll of it is in flight until the kill.
+    let slow = |title: &str| {
+        feed(&[(title, "New tariffs on steel.")]).with_delay(Duration::from_secs(3600))
+    };
+    site.put("/a", slow("Steel tariffs rise"));
+    site.put("/b", slow("Copper tariffs rise"));
+    let interval = Duration::from_secs(5);
+    // A lease far longer than the test: only taking it back can explain a prompt re-poll.
+    let daemon = |source: &str, timeout: &str| {
+        format!(
+            "{}\n[[sources]]\nname = \"{source}\"\nkind = \"feed\"\nurl = \"{}\"\ninterval = \"5s\"\n",
+            config_head_with(&db.url, "lease = \"10m\"")
+                .replace("\ntimeout = \"5s\"", &format!("\ntimeout = \"{timeout}\"")),
+            site.url(&format!("/{source}"))
+        )
+    };
+    let config_a = TestConfig::write(&daemon("a", "5s"));
+    let spawn = |config: &TestConfig| {
+        command(&["run", "--config", config.path.to_str().unwrap()])
+            .spawn()
+            .expect("spawn feedwatch run")
+    };
+    // On Postgres a second daemon shares the database, with a config file of its own (so
+    // a name of its own) and a poll in flight the whole time (its timeout is a minute).
+    let config_b = TestConfig::write(&daemon("b", "60s"));
+    let _b = if backend == Backend::Postgres {
+        let b = spawn(&config_b);
+        site.wait_for_requests("/b", 1, Duration::from_secs(30))
+            .await;
+        Some(b)
+    } else {
+        None
+    };
+    let mut a = spawn(&config_a);
+    site.wait_for_requests("/a", 1, Duration::from_secs(30))
+        .await;
+    a.start_kill().unwrap();
+    a.wait().await.unwrap();
+    let held = lease_owner(&db, "a").await;
+    assert!(held.is_some(), "the killed poll's lease is still held");
+    let b_held = lease_owner(&db, "b").await;
+
+    let restarted = std::time::Instant::now();
+    let _a = spawn(&config_a);
+    site.wait_for_requests("/a", 2, interval).await;
+    eprintln!(
+        "{backend:?}: the killed poll's source was polled again {:.2} s after the restart (interval {interval:?}, lease 10 min)",
+        restarted.elapsed().as_secs_f64()
+    );
+    if backend == Backend::Postgres {
+        let (a_owner, b_owner) = (held.unwrap(), b_held.expect("b's poll is in flight"));
+        let instance = |owner: &str| owner.split_once('/').unwrap().0.to_string();
+        assert_ne!(
+            instance(&a_owner),
+            instance(&b_owner),
+            "two daemons on one host with their own config files have their own names"
+        );
+        assert_eq!(
+            lease_owner(&db, "b").await.as_deref(),
+            Some(b_owner.as_str()),
+            "the restarted daemon took back its own lease only"
+        );
+    }
+    db.cleanup().await;
+}
+both_backends!(a_daemon_killed_mid_poll_polls_those_sources_again_at_restart);
+
+async fn readyz_says_not_ready_while_a_stage_is_stuck(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let site = Site::start().await;
+    site.put(
+        "/feed",
+        feed(&[("Steel tariffs rise", "New tariffs on steel.")]),
+    );
+    let admin = free_port();
+    let config = TestConfig::write(&format!(
+        "{}\n[admin]\nlisten = \"{admin}\"\n\
+         [[sources]]\nname = \"news\"\nkind = \"feed\"\nurl = \"{}\"\ninterval = \"1s\"\n",
+        config_head_with(&db.url, "stall_after = \"2s\"\nlease = \"3s\""),
+        site.url("/feed"),
+    ));
+    // The test-only fault makes the writer hang on the first poll it receives.
+    let _child = command(&["run", "--config", config.path.to_str().unwrap()])
+        .env("FEEDWATCH_TEST_FAULT", "writer-stall")
+        .spawn()
+        .expect("spawn feedwatch run");
+    feedwatch::fetch::install_crypto_provider();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let get = |path: &'static str| {
+        let http = http.clone();
+        async move {
+            let resp = http
+                .get(format!("http://{admin}{path}"))
+                .send()
+                .await
+                .ok()?;
+            Some((
+                resp.status().as_u16(),
+                resp.text().await.unwrap_or_default(),
+            ))
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        if let Some((503, body)) = get("/readyz").await {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz never said not ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(body.contains("stuck") && body.contains("writer"), "{body}");
+    assert_eq!(
+        get("/healthz").await.map(|r| r.0),
+        Some(200),
+        "the process itself is up"
+    );
+    // Leases are no longer renewed: the stuck poll's lease lapses (3 s) and the source
+    // is claimed again under another owner, which renewing would have prevented.
+    let stuck_owner = lease_owner(&db, "news")
+        .await
+        .expect("the stuck poll's lease");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while lease_owner(&db, "news").await.as_deref() == Some(stuck_owner.as_str()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stuck daemon kept renewing its lease"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    db.cleanup().await;
+}
+both_backends!(readyz_says_not_ready_while_a_stage_is_stuck);

@@ -8,8 +8,10 @@ mod support;
 
 // `feedwatch once` end to end: feeds → store → signed webhooks.
 mod once;
-// `feedwatch run` as a process: polling, SIGTERM, drain.
+// `feedwatch run` as a process: polling, SIGTERM, drain, kill -9 and restart, a stuck stage.
 mod daemon;
+// Three daemons on one Postgres sharing a farm of feeds, one of them killed.
+mod fleet;
 // Bad configuration files and the exit code 2.
 mod config_cli;
 // Opening the store: clear connection errors, relative SQLite paths, and

@@ -193,19 +193,19 @@ async fn claimed_deliveries_are_hidden_until_their_lease_ends(backend: Backend) 
     let hooks = vec!["w".to_string()];
     let now = Utc::now();
     let first = store
-        .claim_due_deliveries(&hooks, now, now + Duration::minutes(5), 2)
+        .claim_due_deliveries("a", &hooks, now, now + Duration::minutes(5), 2)
         .await
         .unwrap();
     assert_eq!(first.len(), 2);
     let second = store
-        .claim_due_deliveries(&hooks, now, now + Duration::minutes(5), 10)
+        .claim_due_deliveries("a", &hooks, now, now + Duration::minutes(5), 10)
         .await
         .unwrap();
     assert_eq!(second.len(), 1, "claimed rows are not handed out twice");
     assert!(first.iter().all(|d| d.id != second[0].id));
     let later = now + Duration::minutes(6);
     let again = store
-        .claim_due_deliveries(&hooks, later, later + Duration::minutes(5), 10)
+        .claim_due_deliveries("a", &hooks, later, later + Duration::minutes(5), 10)
         .await
         .unwrap();
     assert_eq!(
@@ -214,7 +214,7 @@ async fn claimed_deliveries_are_hidden_until_their_lease_ends(backend: Backend) 
         "an unfinished claim is taken again after its lease"
     );
     let other = store
-        .claim_due_deliveries(&["other".to_string()], later, later, 10)
+        .claim_due_deliveries("a", &["other".to_string()], later, later, 10)
         .await
         .unwrap();
     assert!(
@@ -772,3 +772,144 @@ async fn leases_are_released_by_their_instance_or_all_at_once(backend: Backend) 
     db.cleanup().await;
 }
 both_backends!(leases_are_released_by_their_instance_or_all_at_once);
+
+async fn two_writers_storing_near_copies_at_once_alert_once(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let (a, src) = open(&db).await;
+    // A second pool, as a second daemon would have.
+    let b = store::connect(&db.url, 2).await.unwrap();
+    // Each round: two near copies (other URL, other body, shared band keys) stored by
+    // the two writers at the same instant. Whichever commits second must see the first.
+    let rounds = 12;
+    for round in 0..rounds {
+        let keys = [round * 10 + 1, round * 10 + 2, round * 10 + 3];
+        let mut original = keyed(
+            src,
+            &format!("https://a.example/near/{round}"),
+            &keys,
+            "copy",
+        );
+        let mut copy = keyed(
+            src,
+            &format!("https://b.example/near/{round}"),
+            &keys,
+            "copy",
+        );
+        original.body = format!("new tariffs on steel, round {round}");
+        copy.body = format!("new tariffs on steel and iron, round {round}");
+        for s in [&mut original, &mut copy] {
+            s.content_hash = blake3::hash(s.body.as_bytes()).to_hex().to_string();
+        }
+        let same = |mine: &[u8], theirs: &[u8]| mine == theirs;
+        let save = |store: Arc<dyn Store>, s: NewStory| async move {
+            store
+                .save_story(
+                    &prepared(&s, &tariff_match()),
+                    Utc::now() - Duration::days(7),
+                    &same,
+                    &OneWebhook,
+                )
+                .await
+                .unwrap()
+        };
+        let (x, y) = tokio::join!(save(a.clone(), original), save(b.clone(), copy));
+        let alerted: usize = [x, y].iter().map(SaveOutcome::deliveries).sum();
+        assert_eq!(alerted, 1, "round {round}: {x:?} {y:?}");
+        let near = [x, y]
+            .iter()
+            .filter(|o| matches!(o, SaveOutcome::Duplicate { near: true, .. }))
+            .count();
+        assert_eq!(
+            near, 1,
+            "round {round}: one copy is the other's duplicate: {x:?} {y:?}"
+        );
+    }
+    let counts = a.counts().await.unwrap();
+    assert_eq!(
+        (counts.stories, counts.deliveries_pending),
+        (2 * rounds, rounds)
+    );
+    a.close().await;
+    b.close().await;
+    db.cleanup().await;
+}
+both_backends!(two_writers_storing_near_copies_at_once_alert_once);
+
+async fn an_instance_renews_and_takes_back_its_source_and_delivery_leases(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let (store, src) = open(&db).await;
+    save(
+        store.as_ref(),
+        &story(src, "https://h.example/lease", "lease tariffs"),
+        &tariff_match(),
+    )
+    .await;
+    let hooks = vec!["w".to_string()];
+    let now = Utc::now();
+    let minute = now + Duration::minutes(1);
+    let sources = |owner: &'static str, at: chrono::DateTime<Utc>| {
+        let store = store.clone();
+        async move {
+            store
+                .claim_every_source(owner, at, at + Duration::minutes(1))
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    let deliveries = |owner: &'static str, at: chrono::DateTime<Utc>| {
+        let (store, hooks) = (store.clone(), hooks.clone());
+        async move {
+            store
+                .claim_due_deliveries(owner, &hooks, at, at + Duration::minutes(1), 10)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(sources("a/r/1", now).await, 1);
+    assert_eq!(deliveries("a/r", now).await.len(), 1);
+    // Renewed past the first minute: another daemon finds nothing two minutes on.
+    let renewed = store
+        .renew_leases("a/r", now + Duration::minutes(10))
+        .await
+        .unwrap();
+    assert_eq!(renewed, 2, "the source and the delivery");
+    assert_eq!(
+        store.renew_leases("a/s", minute).await.unwrap(),
+        0,
+        "another run of the daemon renews nothing of this one's"
+    );
+    assert_eq!(store.renew_leases("b/r", minute).await.unwrap(), 0);
+    let later = now + Duration::minutes(2);
+    assert_eq!(sources("b/r/1", later).await, 0);
+    assert!(deliveries("b/r", later).await.is_empty());
+    // A restarted `a` takes back both, whatever their expiry: due at once again.
+    assert_eq!(store.release_leases(Some("b")).await.unwrap(), 0);
+    assert_eq!(store.release_leases(Some("a")).await.unwrap(), 2);
+    let now = Utc::now();
+    assert_eq!(sources("b/r/2", now).await, 1);
+    let taken = deliveries("b/r", now).await;
+    assert_eq!(taken.len(), 1, "the delivery is due at once");
+    // An attempt ends the claim: nothing of b's is left to renew but its source.
+    store
+        .record_delivery(
+            taken[0].id,
+            &store::DeliveryResult::Retry {
+                status_code: Some(503),
+                error: "busy".into(),
+                next_attempt_at: now + Duration::hours(1),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.renew_leases("b/r", minute).await.unwrap(), 1);
+    assert_eq!(store.release_leases(None).await.unwrap(), 1);
+    store.close().await;
+    db.cleanup().await;
+}
+both_backends!(an_instance_renews_and_takes_back_its_source_and_delivery_leases);

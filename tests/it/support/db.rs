@@ -228,6 +228,25 @@ impl TestDb {
         }
     }
 
+    /// The one text column `sql` selects, every row, read with plain SQL.
+    pub async fn texts(&self, sql: &str) -> Vec<Option<String>> {
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = SqliteConnection::connect(&self.url).await.unwrap();
+                let rows = sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap();
+                let _ = conn.close().await;
+                rows
+            }
+            Backend::Postgres => {
+                let mut conn = PgConnection::connect(&self.url).await.unwrap();
+                let rows = sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap();
+                let _ = conn.close().await;
+                rows
+            }
+        }
+    }
+
     /// Every `(story_id, topic)` of `matches`, sorted, read with plain SQL.
     pub async fn match_rows(&self) -> Vec<(i64, String)> {
         let sql = "SELECT story_id, topic FROM matches ORDER BY story_id, topic";

@@ -22,6 +22,8 @@ pub struct Resource {
     pub body: Vec<u8>,
     pub etag: Option<String>,
     pub headers: Vec<(String, String)>,
+    /// How long the answer takes (the request is recorded when it arrives).
+    pub delay: Option<Duration>,
 }
 
 impl Resource {
@@ -37,6 +39,7 @@ impl Resource {
             body,
             etag: Some(etag),
             headers: Vec::new(),
+            delay: None,
         }
     }
 
@@ -47,11 +50,18 @@ impl Resource {
             body: format!("status {status}").into_bytes(),
             etag: None,
             headers: Vec::new(),
+            delay: None,
         }
     }
 
     pub fn with_header(mut self, name: &str, value: &str) -> Resource {
         self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// The same resource, answered only after `delay` (a slow server; a poll in flight).
+    pub fn with_delay(mut self, delay: Duration) -> Resource {
+        self.delay = Some(delay);
         self
     }
 }
@@ -62,6 +72,8 @@ pub struct SeenRequest {
     pub path: String,
     pub headers: HeaderMap,
     pub status: u16,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 struct SiteState {
@@ -139,9 +151,11 @@ impl Site {
 }
 
 async fn serve(State(state): State<Arc<SiteState>>, uri: Uri, headers: HeaderMap) -> Response {
+    let at = std::time::Instant::now();
     let path = uri.path().to_string();
     let next = state.next.lock().unwrap().pop_front();
     let resource = next.or_else(|| state.resources.lock().unwrap().get(&path).cloned());
+    let delay = resource.as_ref().and_then(|r| r.delay);
     let response = match resource {
         None => Response::builder()
             .status(404)
@@ -176,10 +190,14 @@ async fn serve(State(state): State<Arc<SiteState>>, uri: Uri, headers: HeaderMap
             path,
             headers,
             status: response.status().as_u16(),
+            at,
         });
         seen.len()
     };
     state.count.send_replace(n);
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     response
 }
 

@@ -124,6 +124,11 @@ impl TestConfig {
 
 /// The common head of test configs: fast timeouts, no pacing.
 pub fn config_head(db_url: &str) -> String {
+    config_head_with(db_url, "")
+}
+
+/// [`config_head`] with `daemon` (lines of TOML) added to its `[daemon]` table.
+pub fn config_head_with(db_url: &str, daemon: &str) -> String {
     format!(
         r#"
 [database]
@@ -132,6 +137,7 @@ max_connections = 2
 
 [daemon]
 shutdown_grace = "10s"
+{daemon}
 
 [http]
 connect_timeout = "2s"
