@@ -163,7 +163,12 @@ impl App {
         let sources = jobs.len();
         let stats = Arc::new(PipelineStats::default());
         let (tx, rx) = mpsc::channel(jobs.len().max(1));
-        let pipeline = tokio::spawn(pipeline::run(self.shared.clone(), rx, stats.clone()));
+        let pipeline = tokio::spawn(pipeline::run(
+            self.shared.clone(),
+            rx,
+            stats.clone(),
+            CancellationToken::new(),
+        ));
         for job in jobs {
             if tx.send(job).await.is_err() {
                 break;
@@ -207,7 +212,12 @@ impl App {
         let stage = |name, task| supervised(name, cancel.clone(), died_tx.clone(), task);
         let pipeline = stage(
             "pipeline",
-            Box::pin(pipeline::run(self.shared.clone(), rx, stats)),
+            Box::pin(pipeline::run(
+                self.shared.clone(),
+                rx,
+                stats.clone(),
+                cancel.clone(),
+            )),
         );
 
         let notifier = self.notifier.clone();
@@ -288,36 +298,30 @@ impl App {
             notifier_task.abort();
             pruning.abort();
             notify_systemd(&[sd_notify::NotifyState::Stopping]);
-            if let Err(e) = self
-                .shared
-                .store
-                .release_leases(Some(self.scheduler.instance()))
-                .await
-            {
-                warn!(error = %e, "cannot release this daemon's leases; they lapse on their own");
-            }
+            self.release_claims().await;
             self.shared.store.close().await;
             return Err(died);
         }
         drop(tx);
         notify_systemd(&[sd_notify::NotifyState::Stopping]);
-        info!("shutting down: scheduler stopped, draining in-flight work");
+        info!(
+            "shutting down: nothing more is claimed; finishing the polls and deliveries under way"
+        );
+        drain(pipeline, notifier_task, &stats, grace).await;
+        self.release_claims().await;
+        self.shared.store.close().await;
+        info!("feedwatch stopped");
+        scheduler_result
+    }
 
-        let drain = async {
-            if let Err(e) = pipeline.await {
-                warn!(error = %e, "pipeline task failed");
-            }
-            cancel.cancel();
-            let _ = notifier_task.await;
-        };
-        if tokio::time::timeout(grace, drain).await.is_err() {
-            warn!(
-                ?grace,
-                "shutdown grace elapsed; abandoning unfinished polls (their leases expire, nothing committed is lost)"
-            );
-        }
-        // Polls abandoned to the grace hand their sources back now rather than when
-        // their leases lapse.
+    /// Hands back what this daemon claimed and did not finish, so that the next
+    /// start (or another daemon) takes it at once rather than when the claims lapse:
+    /// deliveries not sent, and the leases of sources not polled or whose polls were
+    /// abandoned.
+    async fn release_claims(&self) {
+        self.notifier
+            .release_claims(self.shared.store.as_ref())
+            .await;
         match self
             .shared
             .store
@@ -325,14 +329,11 @@ impl App {
             .await
         {
             Ok(0) => {}
-            Ok(n) => info!(sources = n, "released the leases of abandoned polls"),
+            Ok(n) => info!(sources = n, "released the leases of polls not finished"),
             Err(e) => {
                 warn!(error = %e, "cannot release this daemon's leases; they lapse on their own")
             }
         }
-        self.shared.store.close().await;
-        info!("feedwatch stopped");
-        scheduler_result
     }
 
     /// Installs the metrics recorder (so `/metrics` has something to render).
@@ -367,6 +368,39 @@ fn supervised(
         };
         let _ = died.send(reason);
     })
+}
+
+/// Waits up to `grace` for the `pipeline` and `notifier` stages to finish the work
+/// under way (neither claims anything more once shutdown began); then stops them,
+/// naming the polls abandoned. The deliveries abandoned are named when they are
+/// released.
+async fn drain(
+    pipeline: tokio::task::JoinHandle<()>,
+    notifier: tokio::task::JoinHandle<()>,
+    stats: &PipelineStats,
+    grace: Duration,
+) {
+    let stop = [pipeline.abort_handle(), notifier.abort_handle()];
+    let finished = async {
+        let (pipeline, _) = tokio::join!(pipeline, notifier);
+        if let Err(e) = pipeline {
+            warn!(error = %e, "pipeline task failed");
+        }
+    };
+    if tokio::time::timeout(grace, finished).await.is_ok() {
+        return;
+    }
+    for stage in stop {
+        stage.abort();
+    }
+    let sources = stats.in_flight.sources();
+    if !sources.is_empty() {
+        warn!(
+            ?grace,
+            ?sources,
+            "shutdown grace elapsed; abandoning unfinished polls (nothing of them was written; their sources are polled again at the next start)"
+        );
+    }
 }
 
 /// How often the daemon prunes the near-duplicate index (first at start).

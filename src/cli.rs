@@ -312,10 +312,18 @@ async fn watch_signals(cancel: CancellationToken) {
         }
     };
     tokio::select! {
-        _ = term.recv() => info!("SIGTERM received"),
-        _ = int.recv() => info!("SIGINT received"),
+        _ = term.recv() => info!("SIGTERM received: stopping; a second SIGTERM or SIGINT exits at once"),
+        _ = int.recv() => info!("SIGINT received: stopping; a second SIGTERM or SIGINT exits at once"),
     }
     cancel.cancel();
+    // The drain is under way; a second signal means "now": exit as a process killed
+    // by it would (128 + its number), leaving the claims still held to lapse.
+    let (name, code) = tokio::select! {
+        _ = term.recv() => ("SIGTERM", 143),
+        _ = int.recv() => ("SIGINT", 130),
+    };
+    warn!("{name} received again: exiting at once, abandoning the work under way");
+    std::process::exit(code);
 }
 
 async fn deliveries(config: Config, action: DeliveriesAction) -> ExitCode {

@@ -56,6 +56,58 @@ pub struct Notifier {
     names: Vec<String>,
     config: DeliveryConfig,
     per_webhook: HashMap<String, Arc<Semaphore>>,
+    /// The deliveries claimed and not yet sent, for a shutdown to hand back.
+    claims: Claims,
+}
+
+/// The deliveries a notifier holds claims on and has not finished: what a shutdown
+/// releases (and, of those under way when its grace ends, names as abandoned).
+#[derive(Default)]
+struct Claims(std::sync::Mutex<HashMap<uuid::Uuid, Claim>>);
+
+/// One held claim: the webhook (for the log), the claim's expiry (which names it in
+/// the store), and whether its request went out.
+struct Claim {
+    webhook: String,
+    until: chrono::DateTime<Utc>,
+    started: bool,
+}
+
+impl Claims {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<uuid::Uuid, Claim>> {
+        // A panic elsewhere while holding the lock leaves a map that is still whole.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn hold(&self, batch: &[Delivery], until: chrono::DateTime<Utc>) {
+        let mut claims = self.lock();
+        for d in batch {
+            claims.insert(
+                d.id,
+                Claim {
+                    webhook: d.webhook.clone(),
+                    until,
+                    started: false,
+                },
+            );
+        }
+    }
+
+    fn start(&self, id: uuid::Uuid) {
+        if let Some(claim) = self.lock().get_mut(&id) {
+            claim.started = true;
+        }
+    }
+
+    fn finish(&self, id: uuid::Uuid) {
+        self.lock().remove(&id);
+    }
+
+    fn take(&self) -> Vec<(uuid::Uuid, Claim)> {
+        self.lock().drain().collect()
+    }
 }
 
 /// How many deliveries one claim takes.
@@ -94,16 +146,29 @@ impl Notifier {
             names,
             config: config.delivery.clone(),
             per_webhook,
+            claims: Claims::default(),
         })
     }
 
     /// Attempts every delivery due now, once each. What fails stays pending.
     pub async fn deliver_due(&self, store: &dyn Store) -> StoreResult<DeliveryStats> {
+        self.deliver_due_until(store, &CancellationToken::new())
+            .await
+    }
+
+    /// [`Notifier::deliver_due`] until `stop`: from then on nothing more is claimed,
+    /// and of a claimed batch only the attempts already under way go on; the rest
+    /// stay claimed in [`Notifier::release_claims`]'s care.
+    async fn deliver_due_until(
+        &self,
+        store: &dyn Store,
+        stop: &CancellationToken,
+    ) -> StoreResult<DeliveryStats> {
         let mut stats = DeliveryStats::default();
         if self.names.is_empty() {
             return Ok(stats);
         }
-        loop {
+        while !stop.is_cancelled() {
             let now = Utc::now();
             let lease = now
                 + chrono::Duration::from_std(self.config.timeout * 2 + Duration::from_secs(60))
@@ -112,37 +177,61 @@ impl Notifier {
                 .claim_due_deliveries(&self.names, now, lease, CLAIM_BATCH)
                 .await?;
             if batch.is_empty() {
-                return Ok(stats);
+                break;
             }
-            let results: Vec<StoreResult<DeliveryResult>> = futures_util::stream::iter(batch)
-                .map(|d| self.attempt(store, d))
-                .buffer_unordered(self.config.concurrency * self.names.len())
-                .collect()
-                .await;
+            self.claims.hold(&batch, lease);
+            let results: Vec<StoreResult<Option<DeliveryResult>>> =
+                futures_util::stream::iter(batch)
+                    .map(|d| self.attempt(store, d, stop))
+                    .buffer_unordered(self.config.concurrency * self.names.len())
+                    .collect()
+                    .await;
             for r in results {
                 match r? {
-                    DeliveryResult::Delivered { .. } => stats.delivered += 1,
-                    DeliveryResult::Retry { .. } => stats.retried += 1,
-                    DeliveryResult::Dead { .. } => stats.dead += 1,
+                    Some(DeliveryResult::Delivered { .. }) => stats.delivered += 1,
+                    Some(DeliveryResult::Retry { .. }) => stats.retried += 1,
+                    Some(DeliveryResult::Dead { .. }) => stats.dead += 1,
+                    None => {}
                 }
             }
         }
+        Ok(stats)
     }
 
-    async fn attempt(&self, store: &dyn Store, d: Delivery) -> StoreResult<DeliveryResult> {
+    /// Sends one claimed delivery and records the outcome, unless `stop` comes first
+    /// (`None`: not attempted, still claimed).
+    async fn attempt(
+        &self,
+        store: &dyn Store,
+        d: Delivery,
+        stop: &CancellationToken,
+    ) -> StoreResult<Option<DeliveryResult>> {
         let result = match self.targets.get(&d.webhook) {
             Some(target) => {
                 let _permit = match self.per_webhook.get(&d.webhook) {
-                    Some(s) => s.clone().acquire_owned().await.ok(),
+                    Some(s) => tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => return Ok(None),
+                        permit = s.clone().acquire_owned() => permit.ok(),
+                    },
                     None => None,
                 };
-                self.send(target, &d).await
+                if stop.is_cancelled() {
+                    return Ok(None);
+                }
+                self.claims.start(d.id);
+                let result = self.send(target, &d).await;
+                self.claims.finish(d.id);
+                result
             }
-            None => DeliveryResult::Retry {
-                status_code: None,
-                error: format!("webhook {:?} is not configured", d.webhook),
-                next_attempt_at: Utc::now() + chrono::Duration::hours(1),
-            },
+            None => {
+                self.claims.finish(d.id);
+                DeliveryResult::Retry {
+                    status_code: None,
+                    error: format!("webhook {:?} is not configured", d.webhook),
+                    next_attempt_at: Utc::now() + chrono::Duration::hours(1),
+                }
+            }
         };
         let outcome = match &result {
             DeliveryResult::Delivered { .. } => "delivered",
@@ -167,7 +256,44 @@ impl Notifier {
             }
         }
         store.record_delivery(d.id, &result, Utc::now()).await?;
-        Ok(result)
+        Ok(Some(result))
+    }
+
+    /// Hands back every delivery this notifier still holds a claim on — those claimed
+    /// but never attempted, and those whose attempt a shutdown cut off (logged, by id
+    /// and webhook, as abandoned) — so that the next daemon sends them at once.
+    /// Call it once the notifier has stopped.
+    pub async fn release_claims(&self, store: &dyn Store) {
+        let held = self.claims.take();
+        if held.is_empty() {
+            return;
+        }
+        let mut by_lease: HashMap<chrono::DateTime<Utc>, Vec<uuid::Uuid>> = HashMap::new();
+        let mut not_started = 0usize;
+        for (id, claim) in &held {
+            if claim.started {
+                warn!(delivery = %id, webhook = %claim.webhook, "shutdown grace elapsed; abandoning the delivery under way (it is sent again by the next start)");
+            } else {
+                not_started += 1;
+            }
+            by_lease.entry(claim.until).or_default().push(*id);
+        }
+        let now = Utc::now();
+        let mut released = 0;
+        for (until, ids) in by_lease {
+            match store.release_deliveries(&ids, until, now).await {
+                Ok(n) => released += n,
+                Err(e) => {
+                    warn!(error = %e, deliveries = ids.len(), "cannot release claimed deliveries; their claims lapse on their own")
+                }
+            }
+        }
+        info!(
+            released,
+            not_started,
+            abandoned = held.len() - not_started,
+            "released the claimed deliveries that were not sent"
+        );
     }
 
     async fn send(&self, target: &Target, d: &Delivery) -> DeliveryResult {
@@ -247,7 +373,9 @@ impl Notifier {
     }
 
     /// Delivers until `cancel`: wakes when a new delivery is queued (`wake`) or
-    /// the next pending one falls due.
+    /// the next pending one falls due. From `cancel` on nothing more is claimed and
+    /// only the attempts under way finish; [`Notifier::release_claims`] hands back
+    /// the rest.
     pub async fn run(&self, store: Arc<dyn Store>, wake: Arc<Notify>, cancel: CancellationToken) {
         if self.names.is_empty() {
             // Nothing to deliver; the task still lives as long as the daemon, which
@@ -256,8 +384,11 @@ impl Notifier {
             return;
         }
         loop {
-            if let Err(e) = self.deliver_due(store.as_ref()).await {
+            if let Err(e) = self.deliver_due_until(store.as_ref(), &cancel).await {
                 warn!(error = %e, "outbox pass failed; retrying shortly");
+            }
+            if cancel.is_cancelled() {
+                return;
             }
             let sleep_for = match store.next_delivery_due(&self.names).await {
                 Ok(Some(next)) => (next - Utc::now())

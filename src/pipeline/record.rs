@@ -35,7 +35,9 @@ pub(super) async fn run(
         if std::env::var("FEEDWATCH_TEST_FAULT").as_deref() == Ok("writer-panic") {
             panic!("test fault: the writer stage panics (FEEDWATCH_TEST_FAULT=writer-panic)");
         }
+        let source = polled.job.plan.spec.name().to_string();
         record(&shared, &stats, polled).await;
+        stats.in_flight.leave(&source);
     }
 }
 

@@ -118,8 +118,11 @@ impl Scheduler {
                 Ok(rows) => {
                     store_failures = 0;
                     for job in self.jobs(rows, &owner) {
-                        if jobs.send(job).await.is_err() {
-                            return Ok(());
+                        // Stopping leaves the rest of the batch claimed: the daemon
+                        // releases its leases once the polls under way are done.
+                        tokio::select! {
+                            sent = jobs.send(job) => if sent.is_err() { return Ok(()) },
+                            _ = cancel.cancelled() => return Ok(()),
                         }
                     }
                     match store.next_poll_due(Utc::now()).await {

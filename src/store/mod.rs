@@ -479,6 +479,19 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> StoreResult<Vec<Delivery>>;
 
+    /// Hands back deliveries claimed until `claimed_until` that were never attempted (a
+    /// daemon shutting down): each of `ids` still pending under that claim is due at
+    /// `now` again, so the next daemon sends it at once rather than when the claim
+    /// lapses. A delivery attempted, or claimed again since, is left alone. Returns
+    /// how many were released. `claimed_until` is compared at the microsecond, the
+    /// precision both backends keep.
+    async fn release_deliveries(
+        &self,
+        ids: &[Uuid],
+        claimed_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
+
     /// The earliest `next_attempt_at` of a pending delivery for the named webhooks.
     async fn next_delivery_due(&self, webhooks: &[String]) -> StoreResult<Option<DateTime<Utc>>>;
 

@@ -426,6 +426,24 @@ impl Store for PostgresStore {
         rows.iter().map(delivery_row).collect()
     }
 
+    async fn release_deliveries(
+        &self,
+        ids: &[Uuid],
+        claimed_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET next_attempt_at = $3 \
+             WHERE id = ANY($1) AND status = 'pending' AND next_attempt_at = $2",
+        )
+        .bind(ids)
+        .bind(super::to_micros(claimed_until))
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn next_delivery_due(&self, webhooks: &[String]) -> StoreResult<Option<DateTime<Utc>>> {
         Ok(sqlx::query_scalar(
             "SELECT MIN(next_attempt_at) FROM deliveries \

@@ -504,6 +504,26 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn release_deliveries(
+        &self,
+        ids: &[Uuid],
+        claimed_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let ids: Vec<String> = ids.iter().map(|id| id.hyphenated().to_string()).collect();
+        let done = sqlx::query(
+            "UPDATE deliveries SET next_attempt_at = ?3 \
+             WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'pending' \
+               AND next_attempt_at = ?2",
+        )
+        .bind(serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()))
+        .bind(ts(super::to_micros(claimed_until)))
+        .bind(ts(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn next_delivery_due(&self, webhooks: &[String]) -> StoreResult<Option<DateTime<Utc>>> {
         let next: Option<String> = sqlx::query_scalar(
             "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending' \

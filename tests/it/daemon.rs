@@ -238,3 +238,240 @@ async fn a_stage_that_dies_ends_the_daemon_non_zero(backend: Backend) {
     db.cleanup().await;
 }
 both_backends!(a_stage_that_dies_ends_the_daemon_non_zero);
+
+/// RSS with `n` distinct stories about tariffs, dated now: no two are duplicates or
+/// near duplicates, so each makes a delivery of its own.
+fn distinct_tariff_stories(n: usize) -> Resource {
+    let date = chrono::Utc::now().to_rfc2822();
+    let items: String = (0..n)
+        .map(|i| {
+            // Words of the story's own, so no two stories share their shingles.
+            let sentence: Vec<String> = (0..30)
+                .map(|k| blake3::hash(format!("{i}/{k}").as_bytes()).to_hex()[..8].to_string())
+                .collect();
+            format!(
+                "<item><title>Tariffs bulletin {i}</title><link>https://example.org/drain/{i}/</link>\
+                 <pubDate>{date}</pubDate><description>New tariffs, report {i}: {}.</description></item>",
+                sentence.join(" ")
+            )
+        })
+        .collect();
+    Resource::ok(
+        "application/rss+xml",
+        format!(
+            "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>t</title>{items}</channel></rss>"
+        ),
+    )
+}
+
+/// Runs `feedwatch run` with info logs piped; the log is read (and kept) by a task of
+/// its own, so the daemon never blocks on a full pipe.
+fn run_with_log(config: &TestConfig) -> (tokio::process::Child, tokio::task::JoinHandle<String>) {
+    use tokio::io::AsyncReadExt;
+    let mut child = command(&["run", "--config", config.path.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn feedwatch run");
+    let mut stderr = child.stderr.take().unwrap();
+    let log = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+    (child, log)
+}
+
+async fn sigterm_with_a_backlog_stops_claiming_and_hands_back_what_was_not_sent(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let site = Site::start().await;
+    site.put("/feed", distinct_tariff_stories(60));
+    let receiver = Receiver::start().await;
+    // A slow receiver: each answer takes 1 s, and 4 requests go out at once.
+    receiver.set_delay(Duration::from_secs(1));
+    let config = TestConfig::write(&format!(
+        "{}\n[[sources]]\nname = \"news\"\nkind = \"feed\"\nurl = \"{}\"\ninterval = \"60s\"\n{TEST_TOPICS}\
+         [[webhooks]]\nname = \"w\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n",
+        config_head(&db.url),
+        site.url("/feed"),
+        receiver.url()
+    ));
+    let (mut child, log) = run_with_log(&config);
+
+    // The 60 deliveries are queued and the first requests are out: stop now.
+    receiver.wait_for(1, Duration::from_secs(30)).await;
+    let asked = std::time::Instant::now();
+    let exit = terminate(&mut child, Duration::from_secs(10)).await;
+    let took = asked.elapsed();
+    let log = log.await.unwrap();
+    assert_eq!(exit.code(), Some(0), "{log}");
+    assert!(
+        took < Duration::from_secs(5),
+        "exit took {took:?} of a 10 s grace: the requests under way take 1 s\n{log}"
+    );
+    assert!(
+        !log.contains("abandoning unfinished polls"),
+        "no poll was running: {log}"
+    );
+    assert!(
+        log.contains("released the claimed deliveries that were not sent"),
+        "{log}"
+    );
+
+    // What was not sent is pending and due now, not locked behind a claim.
+    let store = feedwatch::store::connect(&db.url, 2).await.unwrap();
+    let sent_before = receiver.webhook_ids().len();
+    let rows = store.list_deliveries(None, 100).await.unwrap();
+    assert_eq!(rows.len(), 60);
+    let pending: Vec<_> = rows.iter().filter(|d| d.status == "pending").collect();
+    assert!(
+        pending.len() >= 40,
+        "most of the backlog was left unsent: {} pending, {sent_before} sent",
+        pending.len()
+    );
+    let now = chrono::Utc::now();
+    assert!(
+        pending.iter().all(|d| d.next_attempt_at <= now),
+        "every unsent delivery is due at once: {:?}",
+        pending
+            .iter()
+            .map(|d| d.next_attempt_at)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        pending.iter().all(|d| d.attempts == 0),
+        "none of them was attempted"
+    );
+    store.close().await;
+
+    // The next start sends every one of them at once (a claim left behind would hold
+    // them for 64 s: twice the 2 s delivery timeout plus a minute).
+    receiver.set_delay(Duration::ZERO);
+    let (mut child, log) = run_with_log(&config);
+    receiver.wait_for_ids(60, Duration::from_secs(20)).await;
+    let exit = terminate(&mut child, Duration::from_secs(10)).await;
+    let log = log.await.unwrap();
+    assert_eq!(exit.code(), Some(0), "{log}");
+    let store = feedwatch::store::connect(&db.url, 2).await.unwrap();
+    let counts = store.counts().await.unwrap();
+    assert_eq!(
+        (counts.deliveries_delivered, counts.deliveries_pending),
+        (60, 0),
+        "{log}"
+    );
+    store.close().await;
+    db.cleanup().await;
+}
+both_backends!(sigterm_with_a_backlog_stops_claiming_and_hands_back_what_was_not_sent);
+
+/// A config with one source, `stuck`, on a server that never answers (polls time out
+/// after 5 s), and `grace` to drain.
+fn stuck_source_config(
+    db: &TestDb,
+    server: &crate::support::raw::RawServer,
+    grace: &str,
+) -> TestConfig {
+    TestConfig::write(&format!(
+        "{}\n[[sources]]\nname = \"stuck\"\nkind = \"feed\"\nurl = \"{}\"\n{TEST_TOPICS}",
+        config_head(&db.url).replace(
+            "shutdown_grace = \"10s\"",
+            &format!("shutdown_grace = \"{grace}\"")
+        ),
+        server.url("/feed"),
+    ))
+}
+
+/// Waits until `server` has read a request (a poll is under way).
+async fn wait_for_a_request(server: &crate::support::raw::RawServer) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while server.requests() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the source was never polled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn a_poll_outlasting_the_grace_is_abandoned_by_name_and_its_source_handed_back(
+    backend: Backend,
+) {
+    use crate::support::raw::{Misbehaviour, RawServer};
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let server = RawServer::start(Misbehaviour::NeverAnswers).await;
+    let config = stuck_source_config(&db, &server, "1s");
+    let (mut child, log) = run_with_log(&config);
+    wait_for_a_request(&server).await;
+    let asked = std::time::Instant::now();
+    let exit = terminate(&mut child, Duration::from_secs(10)).await;
+    let took = asked.elapsed();
+    let log = log.await.unwrap();
+    assert_eq!(exit.code(), Some(0), "{log}");
+    assert!(
+        took < Duration::from_secs(4),
+        "the 1 s grace bounds the drain, not the 5 s poll: {took:?}\n{log}"
+    );
+    let abandoned = log
+        .lines()
+        .find(|l| l.contains("abandoning unfinished polls"))
+        .unwrap_or_else(|| panic!("no poll named as abandoned: {log}"));
+    assert!(abandoned.contains("stuck"), "{abandoned}");
+    assert!(
+        log.contains("released the leases of polls not finished"),
+        "{log}"
+    );
+    // Handed back, not leased: a new `once` (which leaves leased sources to their
+    // daemon) polls it again.
+    let out = feedwatch(&["once", "--config", config.path.to_str().unwrap()]).await;
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("left to it"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(server.requests(), 2, "{}", describe(&out));
+    db.cleanup().await;
+}
+both_backends!(a_poll_outlasting_the_grace_is_abandoned_by_name_and_its_source_handed_back);
+
+async fn a_second_signal_during_the_drain_exits_at_once(backend: Backend) {
+    use crate::support::raw::{Misbehaviour, RawServer};
+    use tokio::io::AsyncBufReadExt;
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let server = RawServer::start(Misbehaviour::NeverAnswers).await;
+    let config = stuck_source_config(&db, &server, "30s");
+    let mut child = command(&["run", "--config", config.path.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn feedwatch run");
+    let mut log = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    wait_for_a_request(&server).await;
+    signal(&child, "-TERM");
+    wait_for_log(&mut log, "shutting down").await;
+    // The poll under way holds the drain for up to 5 s; a second signal cuts it short.
+    let asked = std::time::Instant::now();
+    signal(&child, "-INT");
+    let line = wait_for_log(&mut log, "received again").await;
+    assert!(
+        line.contains("SIGINT") && line.contains("exiting at once"),
+        "{line}"
+    );
+    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(exit.code(), Some(130), "128 + SIGINT");
+    db.cleanup().await;
+}
+both_backends!(a_second_signal_during_the_drain_exits_at_once);

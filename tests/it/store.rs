@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use feedwatch::store::{
-    self, AlertTarget, NewStory, OutboxPolicy, PollOutcome, PollSave, PollWrite, PreparedStory,
-    SaveOutcome, SourceEvent, SourceSpec, SourceState, Store, StreakChange,
+    self, AlertTarget, DeliveryResult, NewStory, OutboxPolicy, PollOutcome, PollSave, PollWrite,
+    PreparedStory, SaveOutcome, SourceEvent, SourceSpec, SourceState, Store, StreakChange,
 };
 use feedwatch::topics::TopicMatch;
 
@@ -225,6 +225,71 @@ async fn claimed_deliveries_are_hidden_until_their_lease_ends(backend: Backend) 
     db.cleanup().await;
 }
 both_backends!(claimed_deliveries_are_hidden_until_their_lease_ends);
+
+async fn claimed_deliveries_are_released_only_under_their_own_claim(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let (store, src) = open(&db).await;
+    for i in 0..3 {
+        save(
+            store.as_ref(),
+            &story(src, &format!("https://h.example/{i}"), &format!("b{i}")),
+            &tariff_match(),
+        )
+        .await;
+    }
+    let hooks = vec!["w".to_string()];
+    let now = Utc::now();
+    let until = now + Duration::minutes(5);
+    let claimed = store
+        .claim_due_deliveries(&hooks, now, until, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    let ids: Vec<_> = claimed.iter().map(|d| d.id).collect();
+    // One of them was attempted meanwhile: its retry time is its own, not a claim's.
+    let retry_at = now + Duration::minutes(30);
+    store
+        .record_delivery(
+            ids[0],
+            &DeliveryResult::Retry {
+                status_code: Some(503),
+                error: "busy".into(),
+                next_attempt_at: retry_at,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+
+    let other_claim = until + Duration::seconds(1);
+    assert_eq!(
+        store
+            .release_deliveries(&ids, other_claim, now)
+            .await
+            .unwrap(),
+        0,
+        "a claim named by another expiry is not this one"
+    );
+    assert_eq!(
+        store.release_deliveries(&ids, until, now).await.unwrap(),
+        2,
+        "the two never attempted are released; the attempted one keeps its retry time"
+    );
+    let due = store
+        .claim_due_deliveries(&hooks, now, until, 10)
+        .await
+        .unwrap();
+    let mut due: Vec<_> = due.iter().map(|d| d.id).collect();
+    due.sort();
+    let mut expected = ids[1..].to_vec();
+    expected.sort();
+    assert_eq!(due, expected, "released deliveries are due at once");
+    store.close().await;
+    db.cleanup().await;
+}
+both_backends!(claimed_deliveries_are_released_only_under_their_own_claim);
 
 async fn a_failure_streak_is_counted_and_reset(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else {
