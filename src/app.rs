@@ -18,17 +18,30 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::fetch::Fetcher;
 use crate::notify::{DeliveryStats, Notifier};
-use crate::pipeline::{self, PipelineStats, PollJob, Scheduler, Shared, SourcePlan};
+use crate::pipeline::{self, PipelineStats, PollJob, Scheduler, Shared, Snapshot};
 use crate::store::{self, SourceRow, SourceSpec, Store};
-use crate::topics::TopicSet;
 
 /// A built feedwatch: what `run` and `once` share.
 pub struct App {
     shared: Shared,
     notifier: Arc<Notifier>,
     scheduler: Scheduler,
-    /// Where [`App::reload_topics`] puts a newly compiled set.
-    topics: watch::Sender<Arc<TopicSet>>,
+    /// Where [`App::reload`] puts the sources, topics and webhooks of a reloaded file.
+    snapshot: watch::Sender<Arc<Snapshot>>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadReport {
+    /// Sources the file added, removed (disabled; their stories stay) and changed.
+    pub sources_added: Vec<String>,
+    pub sources_removed: Vec<String>,
+    pub sources_changed: Vec<String>,
+    /// How many topics and webhooks are in force now.
+    pub topics: usize,
+    pub webhooks: usize,
+    /// Settings that differ from the running ones but take effect only at restart.
+    pub restart_only: Vec<&'static str>,
 }
 
 /// What `once` did.
@@ -61,7 +74,8 @@ impl App {
     /// [`App::build`] with a fetcher built by the caller (tests give one a
     /// resolver that maps public-looking names to loopback).
     pub async fn build_with_fetcher(config: Config, fetcher: Fetcher) -> anyhow::Result<App> {
-        let topics = TopicSet::compile(&config.topic_specs()).context("compiling topics")?;
+        let config = Arc::new(config);
+        let snapshot = Snapshot::compile(config.clone())?;
         let store = store::connect(&config.database.url, config.database.max_connections).await?;
         info!(backend = store.backend(), url = %crate::config::redact_url(&config.database.url), "store ready");
         if store.backend() == "sqlite" {
@@ -76,69 +90,101 @@ impl App {
             }
         }
         let notifier = Notifier::new(&config).context("building the webhook client")?;
-        let plans = config
-            .sources
-            .iter()
-            .map(|s| Ok((s.name().to_string(), Arc::new(SourcePlan::new(s)?))))
-            .collect::<anyhow::Result<_>>()?;
-        let (topics, topics_rx) = watch::channel(Arc::new(topics));
+        let (snapshot, snapshot_rx) = watch::channel(Arc::new(snapshot));
         let shared = Shared {
-            config: Arc::new(config),
+            config,
             store,
             fetcher: Arc::new(fetcher),
-            topics: topics_rx,
+            snapshot: snapshot_rx,
             outbox_wake: Arc::new(Notify::new()),
             schedule_wake: Arc::new(Notify::new()),
             prepare_permits: Shared::prepare_permits(),
         };
         let app = App {
-            scheduler: Scheduler::new(shared.clone(), plans),
+            scheduler: Scheduler::new(shared.clone()),
             shared,
             notifier: Arc::new(notifier),
-            topics,
+            snapshot,
         };
-        app.sync_sources().await?;
+        let config = app.shared.config.clone();
+        app.sync_sources(&config).await?;
         Ok(app)
     }
 
-    /// Reads the config at `path` again and, if the whole file is valid, puts its topics
-    /// in place of the running ones: stories already matched keep their matches, the next
-    /// story is matched against the new set. Nothing changes when the file is invalid; the
-    /// error names what is wrong. Only the topics are taken from the new file; a running
-    /// webhook whose `topics` filter names a topic the new file no longer has is warned
-    /// about, since its filter changes only at restart. Blocking (file and compile): call
-    /// it off the async workers.
-    pub fn reload_topics(&self, path: &Path) -> anyhow::Result<usize> {
-        let config = Config::load(path)?;
-        let topics = TopicSet::compile(&config.topic_specs()).context("compiling topics")?;
-        let count = topics.len();
-        self.topics.send_replace(Arc::new(topics));
-        for webhook in &self.shared.config.webhooks {
-            let gone: Vec<&str> = webhook
-                .topics
-                .iter()
-                .filter(|t| !config.topics.iter().any(|c| c.name() == t.as_str()))
-                .map(String::as_str)
-                .collect();
-            if !gone.is_empty() {
-                warn!(
-                    webhook = webhook.name(),
-                    topics = ?gone,
-                    "the webhook's filter names topics the reloaded config no longer has; restart to apply its new webhooks"
-                );
-            }
+    /// Reads the config at `path` again and, if the whole file is valid, puts its
+    /// sources, topics and webhooks in place of the running ones at once: sources added
+    /// are polled at once, sources removed are disabled (their stories stay, a poll of
+    /// one under way writes nothing), a source's changed interval or URL is followed
+    /// from now on; the next source claimed is prepared, matched and alerted with the
+    /// new file, the next batch of deliveries is sent to its webhooks. A file that fails
+    /// to load or compile, or sources the store cannot record, change nothing; the error
+    /// says why. Settings only a restart applies are named in the report.
+    pub async fn reload(&self, path: &Path) -> anyhow::Result<ReloadReport> {
+        let file = path.to_path_buf();
+        // Reading and compiling is blocking work: off the async workers.
+        let snapshot =
+            tokio::task::spawn_blocking(move || Snapshot::compile(Arc::new(Config::load(&file)?)))
+                .await
+                .context("the reload task failed")??;
+        let webhooks = self.notifier.webhooks_for(&snapshot.config)?;
+        let running = self.shared.snapshot.borrow().clone();
+        let report = ReloadReport {
+            restart_only: self.shared.config.restart_only_changes(&snapshot.config),
+            topics: snapshot.topics.len(),
+            webhooks: webhooks.names().len(),
+            ..source_changes(&running.config, &snapshot.config)
+        };
+        {
+            // No source is claimed between the store's change and the snapshot's.
+            let _claims = self.scheduler.hold_claims().await;
+            self.sync_sources(&snapshot.config).await?;
+            self.snapshot.send_replace(Arc::new(snapshot));
+            self.notifier.set_webhooks(webhooks);
         }
-        Ok(count)
+        self.follow_new_schedules(&running.config, &report.sources_changed)
+            .await;
+        self.shared.schedule_wake.notify_one();
+        self.shared.outbox_wake.notify_one();
+        Ok(report)
+    }
+
+    /// Brings forward the next poll of the `changed` sources whose interval shrank or
+    /// whose URL changed since `before`, so that the new schedule holds from now rather
+    /// than from the next poll. A failure costs only that wait, so it is logged.
+    async fn follow_new_schedules(&self, before: &Config, changed: &[String]) {
+        let now = Utc::now();
+        let after = self.shared.snapshot.borrow().config.clone();
+        let polls: Vec<(String, chrono::DateTime<Utc>)> = changed
+            .iter()
+            .filter_map(|name| {
+                let old = before.sources.iter().find(|s| s.name() == name)?;
+                let new = after.sources.iter().find(|s| s.name() == name)?;
+                let interval = after.interval_of(new);
+                if old.url != new.url {
+                    Some((name.clone(), now))
+                } else if interval < before.interval_of(old) {
+                    let by = now + chrono::Duration::from_std(interval).ok()?;
+                    Some((name.clone(), by))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        if polls.is_empty() {
+            return;
+        }
+        if let Err(e) = self.shared.store.bring_polls_forward(&polls).await {
+            warn!(error = %e, "cannot reschedule the sources whose interval or URL changed; they follow it after their next poll");
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.shared.store
     }
 
-    async fn sync_sources(&self) -> anyhow::Result<Vec<SourceRow>> {
-        let specs: Vec<SourceSpec> = self
-            .shared
-            .config
+    /// Records the sources of `config` in the store (see [`Store::sync_sources`]).
+    async fn sync_sources(&self, config: &Config) -> anyhow::Result<Vec<SourceRow>> {
+        let specs: Vec<SourceSpec> = config
             .sources
             .iter()
             .map(|s| SourceSpec {
@@ -158,7 +204,7 @@ impl App {
     /// Polls every enabled source once, stores what it finds, attempts every due
     /// delivery once, and returns what happened.
     pub async fn run_once(&self) -> anyhow::Result<OnceReport> {
-        let configured = self.sync_sources().await?;
+        let configured = self.sync_sources(&self.shared.config).await?;
         let jobs = self.scheduler.claim_all(&configured).await?;
         let sources = jobs.len();
         let stats = Arc::new(PipelineStats::default());
@@ -241,7 +287,7 @@ impl App {
         }
         info!(
             sources = self.scheduler.sources(),
-            topics = self.shared.topics.borrow().len(),
+            topics = self.shared.snapshot.borrow().topics.len(),
             "feedwatch running"
         );
         notify_systemd(&[sd_notify::NotifyState::Ready]);
@@ -340,6 +386,52 @@ impl App {
     pub fn enable_metrics(&self) {
         let _ = crate::admin::metrics_handle();
     }
+}
+
+/// The sources `after` adds to, removes from and changes in `before`, by name: a
+/// changed source has another kind, URL, interval, `enabled`, selectors or host rule.
+fn source_changes(before: &Config, after: &Config) -> ReloadReport {
+    let mut report = ReloadReport::default();
+    for new in &after.sources {
+        match before.sources.iter().find(|s| s.name() == new.name()) {
+            None => report.sources_added.push(new.name().to_string()),
+            Some(old) if !same_source(before, old, after, new) => {
+                report.sources_changed.push(new.name().to_string())
+            }
+            Some(_) => {}
+        }
+    }
+    for old in &before.sources {
+        if !after.sources.iter().any(|s| s.name() == old.name()) {
+            report.sources_removed.push(old.name().to_string());
+        }
+    }
+    report
+}
+
+/// Whether two configs' versions of a source poll the same way.
+fn same_source(
+    before: &Config,
+    old: &crate::config::SourceConfig,
+    after: &Config,
+    new: &crate::config::SourceConfig,
+) -> bool {
+    let select = |s: &crate::config::SourceConfig| {
+        [
+            s.select.title.clone(),
+            s.select.body.clone(),
+            s.select.published.clone(),
+            s.select.author.clone(),
+        ]
+    };
+    old.kind == new.kind
+        && old.url == new.url
+        && before.interval_of(old) == after.interval_of(new)
+        && old.enabled == new.enabled
+        && old.full_text == new.full_text
+        && old.links == new.links
+        && old.allow_hosts == new.allow_hosts
+        && select(old) == select(new)
 }
 
 /// Spawns a long-lived stage of the daemon. If it ends before `cancel` (a panic, or a

@@ -643,6 +643,43 @@ impl Config {
         out
     }
 
+    /// The settings a running daemon keeps from the file it started with, by key, whose
+    /// values differ in `new`: they take effect only at a restart. Sources, topics,
+    /// webhooks and `[defaults]` are what a reload changes.
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        macro_rules! compare {
+            ($($key:literal => $($field:ident).+;)+) => {
+                $(if self.$($field).+ != new.$($field).+ {
+                    changed.push($key);
+                })+
+            };
+        }
+        compare! {
+            "database.url" => database.url;
+            "database.max_connections" => database.max_connections;
+            "daemon.shutdown_grace" => daemon.shutdown_grace;
+            "http.user_agent" => http.user_agent;
+            "http.connect_timeout" => http.connect_timeout;
+            "http.timeout" => http.timeout;
+            "http.max_body_bytes" => http.max_body_bytes;
+            "http.max_redirects" => http.max_redirects;
+            "http.per_host_concurrency" => http.per_host_concurrency;
+            "http.global_concurrency" => http.global_concurrency;
+            "http.per_host_delay" => http.per_host_delay;
+            "http.backoff_max" => http.backoff_max;
+            "http.allow_private_networks" => http.allow_private_networks;
+            "dedup.window" => dedup.window;
+            "delivery.max_attempts" => delivery.max_attempts;
+            "delivery.backoff_base" => delivery.backoff_base;
+            "delivery.backoff_max" => delivery.backoff_max;
+            "delivery.timeout" => delivery.timeout;
+            "delivery.concurrency" => delivery.concurrency;
+            "admin.listen" => admin.listen;
+        }
+        changed
+    }
+
     /// The topic specs for the matcher.
     pub fn topic_specs(&self) -> Vec<TopicSpec> {
         self.topics

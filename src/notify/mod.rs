@@ -52,12 +52,20 @@ pub struct DeliveryStats {
 /// Sends due deliveries. Build once; cheap to share.
 pub struct Notifier {
     client: reqwest::Client,
-    targets: HashMap<String, Target>,
-    names: Vec<String>,
     config: DeliveryConfig,
-    per_webhook: HashMap<String, Arc<Semaphore>>,
+    /// The webhooks in force; a reload puts a new set here, which the next batch takes.
+    webhooks: std::sync::RwLock<Arc<Webhooks>>,
     /// The deliveries claimed and not yet sent, for a shutdown to hand back.
     claims: Claims,
+}
+
+/// The configured webhooks, ready to send to: the set a reload swaps whole.
+pub struct Webhooks {
+    targets: HashMap<String, Target>,
+    /// The webhooks' names, sorted: the deliveries the notifier claims.
+    names: Vec<String>,
+    /// Requests under way per webhook; a webhook kept by a reload keeps its semaphore.
+    per_webhook: HashMap<String, Arc<Semaphore>>,
 }
 
 /// The deliveries a notifier holds claims on and has not finished: what a shutdown
@@ -110,6 +118,42 @@ impl Claims {
     }
 }
 
+impl Webhooks {
+    /// The webhooks of `config`, each with its signing key parsed; `running`'s
+    /// semaphores are kept for the names it shares with `config`.
+    fn build(config: &Config, running: Option<&Webhooks>) -> anyhow::Result<Webhooks> {
+        let mut targets = HashMap::new();
+        let mut per_webhook = HashMap::new();
+        for w in &config.webhooks {
+            let key = SigningKey::parse(&w.secret)
+                .map_err(|e| anyhow::anyhow!("webhook {:?}: {e}", w.name()))?;
+            targets.insert(
+                w.name().to_string(),
+                Target {
+                    url: w.url.clone(),
+                    key,
+                },
+            );
+            let limit = running
+                .and_then(|r| r.per_webhook.get(w.name()).cloned())
+                .unwrap_or_else(|| Arc::new(Semaphore::new(config.delivery.concurrency)));
+            per_webhook.insert(w.name().to_string(), limit);
+        }
+        let mut names: Vec<String> = targets.keys().cloned().collect();
+        names.sort();
+        Ok(Webhooks {
+            targets,
+            names,
+            per_webhook,
+        })
+    }
+
+    /// The webhooks' names, sorted.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+}
+
 /// How many deliveries one claim takes.
 const CLAIM_BATCH: i64 = 64;
 
@@ -123,31 +167,35 @@ impl Notifier {
             // A redirected POST would arrive as a GET: a 3xx is an error (DESIGN §6).
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        let mut targets = HashMap::new();
-        let mut per_webhook = HashMap::new();
-        for w in &config.webhooks {
-            targets.insert(
-                w.name().to_string(),
-                Target {
-                    url: w.url.clone(),
-                    key: SigningKey::parse(&w.secret)?,
-                },
-            );
-            per_webhook.insert(
-                w.name().to_string(),
-                Arc::new(Semaphore::new(config.delivery.concurrency)),
-            );
-        }
-        let mut names: Vec<String> = targets.keys().cloned().collect();
-        names.sort();
+        let webhooks = Webhooks::build(config, None)?;
         Ok(Notifier {
             client,
-            targets,
-            names,
             config: config.delivery.clone(),
-            per_webhook,
+            webhooks: std::sync::RwLock::new(Arc::new(webhooks)),
             claims: Claims::default(),
         })
+    }
+
+    /// The webhooks of `config`, checked and ready for [`Notifier::set_webhooks`];
+    /// those the running set has too keep their concurrency limits.
+    pub fn webhooks_for(&self, config: &Config) -> anyhow::Result<Webhooks> {
+        Webhooks::build(config, Some(&self.webhooks()))
+    }
+
+    /// Puts `webhooks` in place of the running set: the next batch claimed is theirs.
+    /// Requests under way finish with the set they started with.
+    pub fn set_webhooks(&self, webhooks: Webhooks) {
+        *self
+            .webhooks
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(webhooks);
+    }
+
+    fn webhooks(&self) -> Arc<Webhooks> {
+        self.webhooks
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Attempts every delivery due now, once each. What fails stays pending.
@@ -165,16 +213,18 @@ impl Notifier {
         stop: &CancellationToken,
     ) -> StoreResult<DeliveryStats> {
         let mut stats = DeliveryStats::default();
-        if self.names.is_empty() {
-            return Ok(stats);
-        }
         while !stop.is_cancelled() {
+            // Each batch is claimed and sent with the webhooks in force when it starts.
+            let hooks = self.webhooks();
+            if hooks.names.is_empty() {
+                break;
+            }
             let now = Utc::now();
             let lease = now
                 + chrono::Duration::from_std(self.config.timeout * 2 + Duration::from_secs(60))
                     .unwrap_or(chrono::Duration::minutes(5));
             let batch = store
-                .claim_due_deliveries(&self.names, now, lease, CLAIM_BATCH)
+                .claim_due_deliveries(&hooks.names, now, lease, CLAIM_BATCH)
                 .await?;
             if batch.is_empty() {
                 break;
@@ -182,8 +232,8 @@ impl Notifier {
             self.claims.hold(&batch, lease);
             let results: Vec<StoreResult<Option<DeliveryResult>>> =
                 futures_util::stream::iter(batch)
-                    .map(|d| self.attempt(store, d, stop))
-                    .buffer_unordered(self.config.concurrency * self.names.len())
+                    .map(|d| self.attempt(store, &hooks, d, stop))
+                    .buffer_unordered(self.config.concurrency * hooks.names.len())
                     .collect()
                     .await;
             for r in results {
@@ -203,12 +253,13 @@ impl Notifier {
     async fn attempt(
         &self,
         store: &dyn Store,
+        hooks: &Webhooks,
         d: Delivery,
         stop: &CancellationToken,
     ) -> StoreResult<Option<DeliveryResult>> {
-        let result = match self.targets.get(&d.webhook) {
+        let result = match hooks.targets.get(&d.webhook) {
             Some(target) => {
-                let _permit = match self.per_webhook.get(&d.webhook) {
+                let _permit = match hooks.per_webhook.get(&d.webhook) {
                     Some(s) => tokio::select! {
                         biased;
                         _ = stop.cancelled() => return Ok(None),
@@ -377,28 +428,30 @@ impl Notifier {
     /// only the attempts under way finish; [`Notifier::release_claims`] hands back
     /// the rest.
     pub async fn run(&self, store: Arc<dyn Store>, wake: Arc<Notify>, cancel: CancellationToken) {
-        if self.names.is_empty() {
-            // Nothing to deliver; the task still lives as long as the daemon, which
-            // takes a stage that ends early for one that died.
-            cancel.cancelled().await;
-            return;
-        }
         loop {
-            if let Err(e) = self.deliver_due_until(store.as_ref(), &cancel).await {
-                warn!(error = %e, "outbox pass failed; retrying shortly");
-            }
-            if cancel.is_cancelled() {
-                return;
-            }
-            let sleep_for = match store.next_delivery_due(&self.names).await {
-                Ok(Some(next)) => (next - Utc::now())
-                    .to_std()
-                    .unwrap_or(Duration::ZERO)
-                    .clamp(Duration::from_millis(50), Duration::from_secs(60)),
-                Ok(None) => Duration::from_secs(60),
-                Err(e) => {
-                    warn!(error = %e, "cannot read the outbox");
-                    Duration::from_secs(5)
+            let hooks = self.webhooks();
+            // With no webhook (yet: a reload may add some, and wakes this) the task
+            // still lives as long as the daemon, which takes a stage that ends early
+            // for one that died.
+            let sleep_for = if hooks.names.is_empty() {
+                Duration::from_secs(60)
+            } else {
+                if let Err(e) = self.deliver_due_until(store.as_ref(), &cancel).await {
+                    warn!(error = %e, "outbox pass failed; retrying shortly");
+                }
+                if cancel.is_cancelled() {
+                    return;
+                }
+                match store.next_delivery_due(&hooks.names).await {
+                    Ok(Some(next)) => (next - Utc::now())
+                        .to_std()
+                        .unwrap_or(Duration::ZERO)
+                        .clamp(Duration::from_millis(50), Duration::from_secs(60)),
+                    Ok(None) => Duration::from_secs(60),
+                    Err(e) => {
+                        warn!(error = %e, "cannot read the outbox");
+                        Duration::from_secs(5)
+                    }
                 }
             };
             tokio::select! {

@@ -22,8 +22,11 @@ mod prepare;
 mod record;
 mod scheduler;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
+
+use anyhow::Context;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -49,11 +52,15 @@ const CHANNEL_BOUND: usize = 8;
 /// Everything the stages share. Cheap to clone.
 #[derive(Clone)]
 pub struct Shared {
+    /// The config the daemon started with: the settings only a restart changes
+    /// (database, HTTP, delivery, admin). Sources, topics and webhooks are read
+    /// from [`Shared::snapshot`].
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub fetcher: Arc<Fetcher>,
-    /// The compiled topics; SIGHUP may put a new set here, which the next poll prepared uses.
-    pub topics: watch::Receiver<Arc<TopicSet>>,
+    /// The sources, topics and webhooks in force; SIGHUP puts a new snapshot here,
+    /// which the next source claimed takes.
+    pub snapshot: watch::Receiver<Arc<Snapshot>>,
     /// Poked when the store queues a delivery, so the notifier wakes at once.
     pub outbox_wake: Arc<Notify>,
     /// Poked when a poll is recorded, so the scheduler recomputes its next wake-up.
@@ -70,11 +77,43 @@ impl Shared {
     }
 }
 
+/// What a reload may change, compiled and swapped as one: the config file it came
+/// from (its sources, topics, webhooks and source defaults), each source's plan,
+/// and the topics. A poll keeps the snapshot in force when its source was claimed
+/// from start to finish, so the topics it matched and the webhooks it alerts come
+/// from one file.
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    /// The configured sources' compiled plans, by name.
+    pub plans: HashMap<String, Arc<SourcePlan>>,
+    pub topics: Arc<TopicSet>,
+}
+
+impl Snapshot {
+    /// Compiles `config`'s sources and topics; the error names the one at fault.
+    pub fn compile(config: Arc<Config>) -> anyhow::Result<Snapshot> {
+        let topics = TopicSet::compile(&config.topic_specs()).context("compiling topics")?;
+        let plans = config
+            .sources
+            .iter()
+            .map(|s| Ok((s.name().to_string(), Arc::new(SourcePlan::new(s)?))))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Snapshot {
+            config,
+            plans,
+            topics: Arc::new(topics),
+        })
+    }
+}
+
 /// A source claimed for one poll.
 #[derive(Clone)]
 pub struct PollJob {
     pub row: SourceRow,
     pub plan: Arc<SourcePlan>,
+    /// The snapshot in force when the source was claimed: its topics and webhooks serve
+    /// the whole poll.
+    pub snapshot: Arc<Snapshot>,
     /// The lease the source was claimed under; the poll's write is fenced by it.
     pub lease_owner: Arc<str>,
 }
@@ -346,6 +385,7 @@ mod tests {
             plan: Arc::new(plan::plan_of(
                 "[[sources]]\nname = \"hkfp\"\nkind = \"feed\"\nurl = \"https://hongkongfp.com/feed/\"\n",
             )),
+            snapshot: Arc::new(Snapshot::compile(Arc::new(Config::default())).unwrap()),
             lease_owner: Arc::from("test/1"),
         }
     }

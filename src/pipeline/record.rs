@@ -66,7 +66,7 @@ async fn record(shared: &Shared, stats: &PipelineStats, polled: Polled) {
     let name = polled.job.plan.spec.name().to_string();
     let unchanged = polled.unchanged;
     let (write, job) = poll_write(shared, polled);
-    let outbox = ConfigOutbox::new(&shared.config, &job.row, Utc::now());
+    let outbox = ConfigOutbox::new(&job.snapshot.config, &job.row, Utc::now());
     let saved = (|| shared.store.save_poll(&write, &near_duplicates, &outbox))
         .retry(store_retry())
         .notify(|e: &StoreError, wait| {
@@ -87,7 +87,7 @@ async fn record(shared: &Shared, stats: &PipelineStats, polled: Polled) {
         Err(e) => {
             error!(source = %name, error = %e, "poll not stored; nothing of it was written, and the next poll does it again");
             stats.polls_failed.fetch_add(1, Ordering::Relaxed);
-            let interval = shared.config.interval_of(&job.plan.spec);
+            let interval = job.snapshot.config.interval_of(&job.plan.spec);
             let retry = Utc::now() + to_chrono(jittered(interval.min(Duration::from_secs(60))));
             if let Err(e) = shared
                 .store
@@ -132,7 +132,7 @@ async fn record(shared: &Shared, stats: &PipelineStats, polled: Polled) {
 fn poll_write(shared: &Shared, polled: Polled) -> (PollWrite, PollJob) {
     let config = &shared.config;
     let job = &polled.job;
-    let interval = config.interval_of(&job.plan.spec);
+    let interval = job.snapshot.config.interval_of(&job.plan.spec);
     let now = Utc::now();
     let outcome = match &polled.result {
         Err(PollFailure {

@@ -4,18 +4,17 @@
 //! source's compiled plan, and sleeps until the next source falls due or a
 //! recorded poll wakes it. `once` claims every source at once instead.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
-use tokio::sync::mpsc;
+use tokio::sync::{Mutex, MutexGuard, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::{PollJob, Shared, SourcePlan};
+use super::{PollJob, Shared};
 use crate::store::{SourceRow, SourceState};
 
 /// Most sources claimed at once.
@@ -24,21 +23,29 @@ const CLAIM_BATCH: i64 = 64;
 /// Claims sources for polls under leases named after this process.
 pub struct Scheduler {
     shared: Shared,
-    plans: HashMap<String, Arc<SourcePlan>>,
     /// This process's identity in `sources.lease_owner`.
     instance: String,
     /// Claims made so far, numbering the leases.
     claims: AtomicU64,
+    /// Held while sources are claimed and given their plans, and by a reload while it
+    /// changes the sources in the store and the snapshot: a claim sees both before or
+    /// both after.
+    claiming: Mutex<()>,
 }
 
 impl Scheduler {
-    pub fn new(shared: Shared, plans: HashMap<String, Arc<SourcePlan>>) -> Scheduler {
+    pub fn new(shared: Shared) -> Scheduler {
         Scheduler {
             shared,
-            plans,
             instance: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
             claims: AtomicU64::new(0),
+            claiming: Mutex::new(()),
         }
+    }
+
+    /// Keeps sources from being claimed until the guard drops (a reload in progress).
+    pub async fn hold_claims(&self) -> MutexGuard<'_, ()> {
+        self.claiming.lock().await
     }
 
     /// This process's identity: the part of its lease owners before the `/`.
@@ -48,7 +55,7 @@ impl Scheduler {
 
     /// How many sources are configured.
     pub fn sources(&self) -> usize {
-        self.plans.len()
+        self.shared.snapshot.borrow().plans.len()
     }
 
     /// How long a poll holds its source at most; then another daemon may take it.
@@ -65,15 +72,25 @@ impl Scheduler {
         Arc::from(format!("{}/{claim}", self.instance))
     }
 
-    fn jobs(&self, rows: Vec<SourceRow>, owner: &Arc<str>) -> impl Iterator<Item = PollJob> {
-        rows.into_iter().filter_map(move |row| {
-            let plan = self.plans.get(&row.name)?.clone();
-            Some(PollJob {
-                row,
-                plan,
-                lease_owner: owner.clone(),
+    /// The polls of the claimed `rows`, each with its plan in the snapshot in force.
+    /// Call it under [`Scheduler::hold_claims`]'s lock, with the claim.
+    fn jobs(&self, rows: Vec<SourceRow>, owner: &Arc<str>) -> Vec<PollJob> {
+        let snapshot = self.shared.snapshot.borrow().clone();
+        rows.into_iter()
+            .filter_map(|row| {
+                let Some(plan) = snapshot.plans.get(&row.name).cloned() else {
+                    // Only a daemon with another config file (on a shared Postgres) gets here.
+                    warn!(source = %row.name, "claimed a source this config does not have; its lease lapses");
+                    return None;
+                };
+                Some(PollJob {
+                    row,
+                    plan,
+                    snapshot: snapshot.clone(),
+                    lease_owner: owner.clone(),
+                })
             })
-        })
+            .collect()
     }
 
     /// Claims every active source, due or not (`once`); sources `configured` lists but
@@ -85,6 +102,7 @@ impl Scheduler {
             .count();
         let owner = self.lease_owner();
         let now = Utc::now();
+        let _claiming = self.hold_claims().await;
         let rows = self
             .shared
             .store
@@ -97,7 +115,7 @@ impl Scheduler {
                 "sources leased by a running daemon are left to it"
             );
         }
-        Ok(self.jobs(rows, &owner).collect())
+        Ok(self.jobs(rows, &owner))
     }
 
     /// Claims sources as they fall due and sends their polls to `jobs`, until `cancel`.
@@ -111,13 +129,16 @@ impl Scheduler {
         while !cancel.is_cancelled() {
             let now = Utc::now();
             let owner = self.lease_owner();
+            let claiming = self.hold_claims().await;
             let claimed = store
                 .claim_due_sources(&owner, now, now + self.lease(), CLAIM_BATCH)
-                .await;
+                .await
+                .map(|rows| self.jobs(rows, &owner));
+            drop(claiming);
             let wait = match claimed {
-                Ok(rows) => {
+                Ok(claimed) => {
                     store_failures = 0;
-                    for job in self.jobs(rows, &owner) {
+                    for job in claimed {
                         // Stopping leaves the rest of the batch claimed: the daemon
                         // releases its leases once the polls under way are done.
                         tokio::select! {

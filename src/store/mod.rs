@@ -399,7 +399,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Makes `sources` agree with the config: inserts new names, updates kind and
     /// URL (a changed URL reactivates a gone source), disables removed or disabled ones.
+    /// A source disabled, or given another URL, loses its lease, so a poll of it under
+    /// way writes nothing (its stories stay).
     async fn sync_sources(&self, specs: &[SourceSpec]) -> StoreResult<Vec<SourceRow>>;
+
+    /// Brings the next poll of each named source forward to the time given with it,
+    /// where it was later (a reload shortened the source's interval or changed its
+    /// URL); a source already due is left as it is. Returns how many moved.
+    async fn bring_polls_forward(&self, polls: &[(String, DateTime<Utc>)]) -> StoreResult<u64>;
 
     /// The active sources due at `now` and not leased by another daemon, leased to
     /// `owner` until `lease_until` (committed before returning).

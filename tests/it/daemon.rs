@@ -109,29 +109,60 @@ async fn wait_for_log(
         .unwrap_or_else(|_| panic!("no {needle:?} in the daemon's log within 30 s"))
 }
 
-async fn sighup_reloads_topics_and_keeps_them_when_the_new_file_is_bad(backend: Backend) {
+/// RSS with one item per `(slug, title, body)`, dated now.
+fn feed_of(items: &[(&str, &str, &str)]) -> Resource {
+    let date = chrono::Utc::now().to_rfc2822();
+    let items: String = items
+        .iter()
+        .map(|(slug, title, body)| {
+            format!(
+                "<item><title>{title}</title><link>https://example.org/{slug}/</link>\
+                 <pubDate>{date}</pubDate><description>{body}</description></item>"
+            )
+        })
+        .collect();
+    Resource::ok(
+        "application/rss+xml",
+        format!(
+            "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>t</title>{items}</channel></rss>"
+        ),
+    )
+}
+
+async fn sighup_applies_sources_topics_and_webhooks_at_once_and_a_broken_file_changes_nothing(
+    backend: Backend,
+) {
     use tokio::io::AsyncBufReadExt;
 
     let Some(db) = TestDb::new(backend).await else {
         return;
     };
     let site = Site::start().await;
-    site.put("/feed", feed(&[]));
-    let receiver = Receiver::start().await;
-    // Webhook `w` takes every topic; `only` filters on the one topic by name.
-    let write_config = |topic: &str, query: &str| {
+    for path in ["/alpha", "/beta", "/gamma"] {
+        site.put(path, feed(&[]));
+    }
+    // `all` takes every topic; `picky` filters on topics by name.
+    let (all, picky) = (Receiver::start().await, Receiver::start().await);
+    let write_config = |sources: &[&str], picky_topics: &str, extra: &str| {
+        let sources: String = sources
+            .iter()
+            .map(|name| {
+                format!(
+                    "[[sources]]\nname = \"{name}\"\nkind = \"feed\"\nurl = \"{}\"\ninterval = \"1s\"\n",
+                    site.url(&format!("/{name}"))
+                )
+            })
+            .collect();
         format!(
-            "{}\n[[sources]]\nname = \"news\"\nkind = \"feed\"\nurl = \"{}\"\ninterval = \"1s\"\n\
-             [[topics]]\nname = \"{topic}\"\nquery = '{query}'\n\
-             [[webhooks]]\nname = \"w\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n\
-             [[webhooks]]\nname = \"only\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\ntopics = [\"{topic}\"]\n",
+            "{}\n{sources}{TEST_TOPICS}{extra}\
+             [[webhooks]]\nname = \"all\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n\
+             [[webhooks]]\nname = \"picky\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\ntopics = [{picky_topics}]\n",
             config_head(&db.url),
-            site.url("/feed"),
-            receiver.url(),
-            receiver.url()
+            all.url(),
+            picky.url()
         )
     };
-    let config = TestConfig::write(&write_config("tariffs", "tariff*"));
+    let config = TestConfig::write(&write_config(&["alpha"], "\"tariffs\"", ""));
     let mut child = command(&["run", "--config", config.path.to_str().unwrap()])
         .env("RUST_LOG", "info")
         .stderr(std::process::Stdio::piped())
@@ -139,68 +170,142 @@ async fn sighup_reloads_topics_and_keeps_them_when_the_new_file_is_bad(backend: 
         .expect("spawn feedwatch run");
     let mut log = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
     wait_for_log(&mut log, "feedwatch running").await;
+    site.wait_for_requests("/alpha", 1, Duration::from_secs(10))
+        .await;
 
-    // The same source and webhook, the tariffs topic swapped for a lasers one.
-    std::fs::write(&config.path, write_config("lasers", "laser* AND drone*")).unwrap();
-    signal(&child, "-HUP");
-    // The running `only` webhook keeps its tariffs filter until a restart, and says so.
-    let line = wait_for_log(&mut log, "no longer has").await;
-    assert!(line.contains("only") && line.contains("tariffs"), "{line}");
-    let line = wait_for_log(&mut log, "SIGHUP").await;
-    assert!(line.contains("topics reloaded"), "{line}");
-
-    site.put(
-        "/feed",
-        feed(&[
-            ("Steel tariffs rise again", "New tariffs on steel."),
-            ("A laser downs drones", "The laser hit three drones."),
-        ]),
-    );
-    let received = receiver.wait_for(1, Duration::from_secs(30)).await;
-    assert!(
-        received[0].body.contains("\"lasers\""),
-        "{}",
-        received[0].body
-    );
-
-    // A file that does not parse: the daemon says so, keeps running and keeps the lasers topic.
-    std::fs::write(&config.path, "[[topics]\nname = \"broken\"\n").unwrap();
+    // beta added, alpha removed, picky switched from tariffs to lasers; a restart-only
+    // setting changed too.
+    std::fs::write(
+        &config.path,
+        write_config(&["beta"], "\"counter-drone-lasers\"", "")
+            .replace("max_connections = 2", "max_connections = 3"),
+    )
+    .unwrap();
     signal(&child, "-HUP");
     let line = wait_for_log(&mut log, "SIGHUP").await;
-    assert!(line.contains("not reloaded"), "{line}");
-    assert!(line.contains(config.path.to_str().unwrap()), "{line}");
+    assert!(line.contains("config reloaded"), "{line}");
+    assert!(
+        line.contains("[\"beta\"]") && line.contains("[\"alpha\"]"),
+        "names what was added and removed: {line}"
+    );
+    let line = wait_for_log(&mut log, "SIGHUP").await;
+    assert!(
+        line.contains("database.max_connections") && line.contains("restart"),
+        "{line}"
+    );
+    let alpha_polls = site.requests_to("/alpha").len();
+
+    let stories = [
+        (
+            "tariffs",
+            "Steel tariffs rise again",
+            "New tariffs on steel.",
+        ),
+        (
+            "laser",
+            "A laser downs drones",
+            "The laser hit three drones.",
+        ),
+    ];
     site.put(
-        "/feed",
-        feed(&[
-            ("Steel tariffs rise again", "New tariffs on steel."),
-            ("A laser downs drones", "The laser hit three drones."),
-            ("Drones meet a laser", "Another laser stopped more drones."),
+        "/alpha",
+        feed_of(&[("alpha-1", stories[0].1, stories[0].2)]),
+    );
+    site.put(
+        "/beta",
+        feed_of(&[
+            ("beta-1", stories[0].1, stories[0].2),
+            ("beta-2", stories[1].1, stories[1].2),
         ]),
     );
-    let received = receiver.wait_for(2, Duration::from_secs(30)).await;
+    // Both of beta's stories go to `all`; only the lasers one to `picky`.
+    let got = picky.wait_for(1, Duration::from_secs(30)).await;
     assert!(
-        received[1].body.contains("\"lasers\""),
+        got[0].body.contains("\"counter-drone-lasers\""),
         "{}",
-        received[1].body
+        got[0].body
     );
+    assert!(got[0].body.contains("beta-2"), "{}", got[0].body);
+    all.wait_for(2, Duration::from_secs(30)).await;
 
-    // Keep reading the log so the daemon never blocks on a full pipe while it drains.
+    // A file that fails to load (a topic's query does not parse) changes nothing:
+    // gamma is not added, picky keeps its lasers filter.
+    std::fs::write(
+        &config.path,
+        write_config(
+            &["beta", "gamma"],
+            "\"tariffs\"",
+            "[[topics]]\nname = \"broken\"\nquery = 'steel AND (iron OR'\n",
+        ),
+    )
+    .unwrap();
+    signal(&child, "-HUP");
+    let line = wait_for_log(&mut log, "SIGHUP").await;
+    assert!(line.contains("not reloaded, nothing changed"), "{line}");
+    assert!(
+        line.contains(config.path.to_str().unwrap()) && line.contains("broken"),
+        "{line}"
+    );
+    site.put(
+        "/beta",
+        feed_of(&[
+            ("beta-1", stories[0].1, stories[0].2),
+            ("beta-2", stories[1].1, stories[1].2),
+            (
+                "beta-3",
+                "Levies on steel widen",
+                "The new levies cover steel pipes and tariffs on wire.",
+            ),
+            (
+                "beta-4",
+                "Drones meet a laser",
+                "Another laser stopped more drones.",
+            ),
+        ]),
+    );
+    let got = picky.wait_for(2, Duration::from_secs(30)).await;
+    assert!(got[1].body.contains("beta-4"), "{}", got[1].body);
+    all.wait_for(4, Duration::from_secs(30)).await;
+
     let drain = tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
     let exit = terminate(&mut child, Duration::from_secs(10)).await;
     assert_eq!(exit.code(), Some(0));
     drain.await.unwrap();
 
-    let store = feedwatch::store::connect(&db.url, 2).await.unwrap();
-    let counts = store.counts().await.unwrap();
-    assert_eq!(counts.stories, 3);
     assert_eq!(
-        counts.matches, 2,
-        "the tariffs story matched nothing after the reload"
+        picky.received().len(),
+        2,
+        "picky never took a tariffs story"
     );
-    store.close().await;
+    assert!(
+        site.requests_to("/gamma").is_empty(),
+        "the broken file's source was never polled"
+    );
+    assert!(
+        site.requests_to("/alpha").len() <= alpha_polls + 1,
+        "the removed source is not polled again (one poll may have been under way)"
+    );
+    let sources = db.sources().await;
+    let state = |name: &str| {
+        sources
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.state.clone())
+    };
+    assert_eq!(state("alpha").as_deref(), Some("disabled"));
+    assert_eq!(state("beta").as_deref(), Some("active"));
+    assert_eq!(state("gamma"), None);
+    let stories = db.stories().await;
+    assert!(
+        stories.iter().all(|s| s.source == "beta"),
+        "nothing of the removed source was stored: {stories:?}"
+    );
+    assert_eq!(stories.len(), 4);
     db.cleanup().await;
 }
-both_backends!(sighup_reloads_topics_and_keeps_them_when_the_new_file_is_bad);
+both_backends!(
+    sighup_applies_sources_topics_and_webhooks_at_once_and_a_broken_file_changes_nothing
+);
 
 async fn a_stage_that_dies_ends_the_daemon_non_zero(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else {
