@@ -886,6 +886,26 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_names_the_settings_only_a_restart_changes() {
+        let running = parse(
+            "[database]\nurl = \"sqlite:///var/lib/fw.db\"\n[admin]\nlisten = \"127.0.0.1:9187\"\n",
+        )
+        .unwrap();
+        let reloaded = parse(
+            "[database]\nurl = \"postgres://fw@db/fw\"\n[admin]\nlisten = \"127.0.0.1:9188\"\n\
+             [http]\ntimeout = \"7s\"\n[defaults]\ninterval = \"5m\"\n\
+             [[sources]]\nname = \"a\"\nkind = \"feed\"\nurl = \"https://a.example/\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            running.restart_only_changes(&reloaded),
+            ["database.url", "http.timeout", "admin.listen"],
+            "sources and [defaults] are reloaded, not named"
+        );
+        assert!(running.restart_only_changes(&running).is_empty());
+    }
+
+    #[test]
     fn duplicate_topic_names_are_rejected() {
         let err = parse(
             "[[topics]]\nname = \"t\"\nquery = \"a\"\n[[topics]]\nname = \"t\"\nquery = \"b\"\n",

@@ -719,3 +719,76 @@ async fn leases_are_released_by_their_instance_or_all_at_once(backend: Backend) 
     db.cleanup().await;
 }
 both_backends!(leases_are_released_by_their_instance_or_all_at_once);
+
+fn spec(name: &str, url: &str) -> SourceSpec {
+    SourceSpec {
+        name: name.into(),
+        kind: "feed".into(),
+        url: url.into(),
+        enabled: true,
+    }
+}
+
+async fn a_reload_takes_back_the_leases_of_sources_removed_or_moved_and_brings_polls_forward(
+    backend: Backend,
+) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let store = store::connect(&db.url, 2).await.unwrap();
+    let specs = [
+        spec("a", "https://a.example/feed"),
+        spec("b", "https://b.example/feed"),
+        spec("c", "https://c.example/feed"),
+    ];
+    store.sync_sources(&specs).await.unwrap();
+    let now = Utc::now();
+    let polled = store
+        .claim_every_source("x/1", now, now + Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(polled.len(), 3);
+
+    // Polls of all three under way; the new file keeps a, moves b, drops c.
+    store
+        .sync_sources(&[
+            spec("a", "https://a.example/feed"),
+            spec("b", "https://b.example/new-feed"),
+        ])
+        .await
+        .unwrap();
+    let free: Vec<String> = store
+        .claim_every_source("y/1", now, now + Duration::hours(1))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(
+        free,
+        ["b"],
+        "a keeps its poll's lease; b's was taken back; c is disabled"
+    );
+
+    // Scheduled an hour out, then one source's interval shrinks to a minute.
+    store.release_leases(None).await.unwrap();
+    let later = now + Duration::hours(1);
+    store.sync_sources(&specs[..2]).await.unwrap();
+    for row in store.claim_every_source("z/1", now, later).await.unwrap() {
+        assert!(store.release_source(row.id, "z/1", later).await.unwrap());
+    }
+    let soon = now + Duration::minutes(1);
+    let moved = store
+        .bring_polls_forward(&[("a".into(), soon), ("b".into(), later + Duration::hours(1))])
+        .await
+        .unwrap();
+    assert_eq!(moved, 1, "a poll is brought forward, never pushed back");
+    let next = store.next_poll_due(now).await.unwrap().unwrap();
+    assert!(
+        (next - soon).num_milliseconds().abs() < 1,
+        "{next} is a's new time {soon}"
+    );
+    store.close().await;
+    db.cleanup().await;
+}
+both_backends!(a_reload_takes_back_the_leases_of_sources_removed_or_moved_and_brings_polls_forward);
