@@ -42,6 +42,8 @@ pub struct ReloadReport {
     pub webhooks: usize,
     /// Settings that differ from the running ones but take effect only at restart.
     pub restart_only: Vec<&'static str>,
+    /// What the new file holds that is valid but probably not meant ([`Config::warnings`]).
+    pub warnings: Vec<String>,
 }
 
 /// What `once` did.
@@ -132,6 +134,7 @@ impl App {
             restart_only: self.shared.config.restart_only_changes(&snapshot.config),
             topics: snapshot.topics.len(),
             webhooks: webhooks.names().len(),
+            warnings: snapshot.config.warnings(),
             ..source_changes(&running.config, &snapshot.config)
         };
         {

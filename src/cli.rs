@@ -296,6 +296,9 @@ async fn reload_on_hangup(
                     webhooks = report.webhooks,
                     "SIGHUP: config reloaded (sources, topics and webhooks)"
                 );
+                for warning in &report.warnings {
+                    warn!("config: {warning}");
+                }
                 if !report.restart_only.is_empty() {
                     warn!(
                         config = %path.display(),

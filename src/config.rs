@@ -434,13 +434,7 @@ impl Config {
 
     fn validate(&self, text: &str) -> Result<(), String> {
         let line = |span: std::ops::Range<usize>| line_of(text, span.start);
-        if !(self.database.url.starts_with("sqlite:") || self.database.url.starts_with("postgres"))
-        {
-            return Err(format!(
-                "database.url: {:?} is neither sqlite://PATH nor postgres://…",
-                redact_url(&self.database.url)
-            ));
-        }
+        check_database_url(&self.database.url).map_err(|e| format!("database.url: {e}"))?;
         if self.database.max_connections == 0 {
             return Err("database.max_connections: must be at least 1".into());
         }
@@ -752,6 +746,35 @@ fn resolve_sqlite_path(url: &str, config_path: &Path) -> String {
     format!("sqlite://{}{query}", absolute.display())
 }
 
+/// What `run` needs of a database URL before it connects: a scheme the store opens
+/// (`sqlite:` or `postgres:`/`postgresql:`), options its driver parses, and for SQLite a
+/// file (an in-memory database would hold nothing past the connection that made it).
+fn check_database_url(url: &str) -> Result<(), String> {
+    use std::str::FromStr;
+    let shown = redact_url(url);
+    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        sqlx::postgres::PgConnectOptions::from_str(url)
+            .map_err(|e| format!("{shown:?} is not a valid Postgres URL: {e}"))?;
+    } else if let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        sqlx::sqlite::SqliteConnectOptions::from_str(url)
+            .map_err(|e| format!("{shown:?} is not a valid SQLite URL: {e}"))?;
+        let (file, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if file.is_empty() || file.starts_with(':') || query.contains("mode=memory") {
+            return Err(format!(
+                "{shown:?} names no database file (write sqlite://PATH; an in-memory database keeps nothing)"
+            ));
+        }
+    } else {
+        return Err(format!(
+            "{shown:?} is neither sqlite://PATH nor postgres://…"
+        ));
+    }
+    Ok(())
+}
+
 /// Names of sources, topics and webhooks: `[a-z0-9-]+`.
 fn check_name(name: &str) -> Result<(), String> {
     if !name.is_empty()
@@ -799,7 +822,7 @@ fn expand_vars(value: &str, env: &impl Fn(&str) -> Option<String>) -> Result<Str
 /// Both places a Postgres URL may carry one: `user:password@` and `?password=`.
 pub fn redact_url(url: &str) -> String {
     let Ok(mut u) = Url::parse(url) else {
-        return url.to_string();
+        return redact_unparsed_url(url);
     };
     let secret_param = |key: &str| key.eq_ignore_ascii_case("password");
     let in_query = u.query_pairs().any(|(k, _)| secret_param(&k));
@@ -824,6 +847,29 @@ pub fn redact_url(url: &str) -> String {
         u.query_pairs_mut().clear().extend_pairs(pairs);
     }
     u.to_string()
+}
+
+/// [`redact_url`] for a URL that does not parse (a bad port, say), so its error
+/// message can still quote it: the password between `user:` and `@` becomes `***`,
+/// and so does anything after a `password=`.
+fn redact_unparsed_url(url: &str) -> String {
+    let mut shown = url.to_string();
+    if let Some(start) = shown.find("://").map(|i| i + 3) {
+        let authority_end = shown[start..]
+            .find(['/', '?', '#'])
+            .map_or(shown.len(), |i| start + i);
+        if let Some(at) = shown[start..authority_end].rfind('@').map(|i| start + i)
+            && let Some(colon) = shown[start..at].find(':').map(|i| start + i)
+        {
+            shown.replace_range(colon + 1..at, "***");
+        }
+    }
+    let lower = shown.to_ascii_lowercase();
+    if let Some(value) = lower.find("password=").map(|i| i + "password=".len()) {
+        let end = shown[value..].find('&').map_or(shown.len(), |i| value + i);
+        shown.replace_range(value..end, "***");
+    }
+    shown
 }
 
 #[cfg(test)]
@@ -883,6 +929,31 @@ mod tests {
             err.contains("NOPE") && err.contains("database.url"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_database_url_that_does_not_parse_is_named_without_its_password() {
+        for (url, fault) in [
+            (
+                "postgres://fw:hunter2@db:99999/fw",
+                "not a valid Postgres URL",
+            ),
+            ("postgresfoo://fw:hunter2@db/fw", "neither sqlite"),
+            ("sqlite://", "names no database file"),
+            ("sqlite::memory:", "names no database file"),
+            ("sqlite://fw.db?mode=memory", "names no database file"),
+        ] {
+            let err = parse(&format!("[database]\nurl = \"{url}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("database.url") && err.contains(fault), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+        assert_eq!(
+            redact_url("postgres://fw:hunter2@db:99999/fw?password=x&sslmode=require"),
+            "postgres://fw:***@db:99999/fw?password=***&sslmode=require"
+        );
+        assert!(parse("[database]\nurl = \"postgresql://fw@db/fw\"\n").is_ok());
     }
 
     #[test]
@@ -1000,7 +1071,11 @@ mod tests {
             at("sqlite:///var/lib/feedwatch/fw.db"),
             "sqlite:///var/lib/feedwatch/fw.db"
         );
-        assert_eq!(at("sqlite::memory:"), "sqlite::memory:");
+        // (An in-memory URL is left as it is, and then rejected by validation.)
+        assert_eq!(
+            resolve_sqlite_path("sqlite::memory:", Path::new("/etc/feedwatch/config.toml")),
+            "sqlite::memory:"
+        );
         assert_eq!(at("postgres://u@h/db"), "postgres://u@h/db");
         // The environment's override is taken as given.
         let c = Config::from_toml("", Path::new("/etc/feedwatch/config.toml"), |name| {
