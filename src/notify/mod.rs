@@ -121,7 +121,11 @@ impl Claims {
 impl Webhooks {
     /// The webhooks of `config`, each with its signing key parsed; `running`'s
     /// semaphores are kept for the names it shares with `config`.
-    fn build(config: &Config, running: Option<&Webhooks>) -> anyhow::Result<Webhooks> {
+    fn build(
+        config: &Config,
+        running: Option<&Webhooks>,
+        concurrency: usize,
+    ) -> anyhow::Result<Webhooks> {
         let mut targets = HashMap::new();
         let mut per_webhook = HashMap::new();
         for w in &config.webhooks {
@@ -136,7 +140,7 @@ impl Webhooks {
             );
             let limit = running
                 .and_then(|r| r.per_webhook.get(w.name()).cloned())
-                .unwrap_or_else(|| Arc::new(Semaphore::new(config.delivery.concurrency)));
+                .unwrap_or_else(|| Arc::new(Semaphore::new(concurrency)));
             per_webhook.insert(w.name().to_string(), limit);
         }
         let mut names: Vec<String> = targets.keys().cloned().collect();
@@ -167,7 +171,7 @@ impl Notifier {
             // A redirected POST would arrive as a GET: a 3xx is an error (DESIGN §6).
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        let webhooks = Webhooks::build(config, None)?;
+        let webhooks = Webhooks::build(config, None, config.delivery.concurrency)?;
         Ok(Notifier {
             client,
             config: config.delivery.clone(),
@@ -177,9 +181,10 @@ impl Notifier {
     }
 
     /// The webhooks of `config`, checked and ready for [`Notifier::set_webhooks`];
-    /// those the running set has too keep their concurrency limits.
+    /// those the running set has too keep their concurrency limits, and new ones get
+    /// the `delivery.concurrency` the notifier started with (a restart-only setting).
     pub fn webhooks_for(&self, config: &Config) -> anyhow::Result<Webhooks> {
-        Webhooks::build(config, Some(&self.webhooks()))
+        Webhooks::build(config, Some(&self.webhooks()), self.config.concurrency)
     }
 
     /// Puts `webhooks` in place of the running set: the next batch claimed is theirs.

@@ -500,17 +500,30 @@ async fn wait_for_a_request(server: &crate::support::raw::RawServer) {
     }
 }
 
-async fn a_poll_outlasting_the_grace_is_abandoned_by_name_and_its_source_handed_back(
-    backend: Backend,
-) {
+async fn work_outlasting_the_grace_is_abandoned_by_name_and_handed_back(backend: Backend) {
     use crate::support::raw::{Misbehaviour, RawServer};
     let Some(db) = TestDb::new(backend).await else {
         return;
     };
+    // `stuck` never answers (its poll times out after 5 s); `news` has one story for
+    // a receiver that takes 1.8 s to answer (the delivery timeout is 2 s).
     let server = RawServer::start(Misbehaviour::NeverAnswers).await;
-    let config = stuck_source_config(&db, &server, "1s");
+    let site = Site::start().await;
+    site.put("/news", distinct_tariff_stories(1));
+    let receiver = Receiver::start().await;
+    receiver.set_delay(Duration::from_millis(1800));
+    let config = TestConfig::write(&format!(
+        "{}\n[[sources]]\nname = \"stuck\"\nkind = \"feed\"\nurl = \"{}\"\n\
+         [[sources]]\nname = \"news\"\nkind = \"feed\"\nurl = \"{}\"\n{TEST_TOPICS}\
+         [[webhooks]]\nname = \"w\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n",
+        config_head(&db.url).replace("shutdown_grace = \"10s\"", "shutdown_grace = \"1s\""),
+        server.url("/feed"),
+        site.url("/news"),
+        receiver.url(),
+    ));
     let (mut child, log) = run_with_log(&config);
     wait_for_a_request(&server).await;
+    receiver.wait_for(1, Duration::from_secs(30)).await;
     let asked = std::time::Instant::now();
     let exit = terminate(&mut child, Duration::from_secs(10)).await;
     let took = asked.elapsed();
@@ -520,17 +533,41 @@ async fn a_poll_outlasting_the_grace_is_abandoned_by_name_and_its_source_handed_
         took < Duration::from_secs(4),
         "the 1 s grace bounds the drain, not the 5 s poll: {took:?}\n{log}"
     );
-    let abandoned = log
-        .lines()
-        .find(|l| l.contains("abandoning unfinished polls"))
-        .unwrap_or_else(|| panic!("no poll named as abandoned: {log}"));
-    assert!(abandoned.contains("stuck"), "{abandoned}");
+    let line = |needle: &str| {
+        log.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in the log: {log}"))
+            .to_string()
+    };
+    let polls = line("abandoning unfinished polls");
     assert!(
-        log.contains("released the leases of polls not finished"),
-        "{log}"
+        polls.contains("stuck") && !polls.contains("news"),
+        "{polls}"
     );
-    // Handed back, not leased: a new `once` (which leaves leased sources to their
-    // daemon) polls it again.
+    let delivery = line("abandoning the delivery under way");
+    let id = receiver.received()[0].header("webhook-id").to_string();
+    assert!(
+        delivery.contains(&id) && delivery.contains("webhook=w"),
+        "named by id and webhook: {delivery}"
+    );
+    assert!(
+        !delivery.contains(&receiver.url()),
+        "never the URL: {delivery}"
+    );
+    line("released the leases of polls not finished");
+
+    // The abandoned delivery is due at once; the abandoned poll's source is not leased.
+    let store = feedwatch::store::connect(&db.url, 2).await.unwrap();
+    let rows = store.list_deliveries(None, 10).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].status, "pending");
+    assert!(
+        rows[0].next_attempt_at <= chrono::Utc::now(),
+        "{:?}",
+        rows[0]
+    );
+    store.close().await;
+    receiver.set_delay(Duration::ZERO);
     let out = feedwatch(&["once", "--config", config.path.to_str().unwrap()]).await;
     assert!(
         !String::from_utf8_lossy(&out.stderr).contains("left to it"),
@@ -538,9 +575,15 @@ async fn a_poll_outlasting_the_grace_is_abandoned_by_name_and_its_source_handed_
         describe(&out)
     );
     assert_eq!(server.requests(), 2, "{}", describe(&out));
+    assert_eq!(
+        receiver.webhook_ids().len(),
+        1,
+        "the same delivery, sent again"
+    );
+    assert_eq!(receiver.received().len(), 2, "{}", describe(&out));
     db.cleanup().await;
 }
-both_backends!(a_poll_outlasting_the_grace_is_abandoned_by_name_and_its_source_handed_back);
+both_backends!(work_outlasting_the_grace_is_abandoned_by_name_and_handed_back);
 
 async fn a_second_signal_during_the_drain_exits_at_once(backend: Backend) {
     use crate::support::raw::{Misbehaviour, RawServer};
