@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::fetch::Fetcher;
 use crate::notify::{DeliveryStats, Notifier};
 use crate::pipeline::{self, PipelineStats, PollJob, Scheduler, Shared, Snapshot};
+use crate::reload::ReloadReport;
 use crate::store::{self, SourceRow, SourceSpec, Store};
 
 /// A built feedwatch: what `run` and `once` share.
@@ -28,22 +29,6 @@ pub struct App {
     scheduler: Scheduler,
     /// Where [`App::reload`] puts the sources, topics and webhooks of a reloaded file.
     snapshot: watch::Sender<Arc<Snapshot>>,
-}
-
-/// What a reload changed.
-#[derive(Debug, Clone, Default)]
-pub struct ReloadReport {
-    /// Sources the file added, removed (disabled; their stories stay) and changed.
-    pub sources_added: Vec<String>,
-    pub sources_removed: Vec<String>,
-    pub sources_changed: Vec<String>,
-    /// How many topics and webhooks are in force now.
-    pub topics: usize,
-    pub webhooks: usize,
-    /// Settings that differ from the running ones but take effect only at restart.
-    pub restart_only: Vec<&'static str>,
-    /// What the new file holds that is valid but probably not meant ([`Config::warnings`]).
-    pub warnings: Vec<String>,
 }
 
 /// What `once` did.
@@ -135,7 +120,7 @@ impl App {
             topics: snapshot.topics.len(),
             webhooks: webhooks.names().len(),
             warnings: snapshot.config.warnings(),
-            ..source_changes(&running.config, &snapshot.config)
+            ..ReloadReport::sources(&running.config, &snapshot.config)
         };
         {
             // No source is claimed between the store's change and the snapshot's.
@@ -389,52 +374,6 @@ impl App {
     pub fn enable_metrics(&self) {
         let _ = crate::admin::metrics_handle();
     }
-}
-
-/// The sources `after` adds to, removes from and changes in `before`, by name: a
-/// changed source has another kind, URL, interval, `enabled`, selectors or host rule.
-fn source_changes(before: &Config, after: &Config) -> ReloadReport {
-    let mut report = ReloadReport::default();
-    for new in &after.sources {
-        match before.sources.iter().find(|s| s.name() == new.name()) {
-            None => report.sources_added.push(new.name().to_string()),
-            Some(old) if !same_source(before, old, after, new) => {
-                report.sources_changed.push(new.name().to_string())
-            }
-            Some(_) => {}
-        }
-    }
-    for old in &before.sources {
-        if !after.sources.iter().any(|s| s.name() == old.name()) {
-            report.sources_removed.push(old.name().to_string());
-        }
-    }
-    report
-}
-
-/// Whether two configs' versions of a source poll the same way.
-fn same_source(
-    before: &Config,
-    old: &crate::config::SourceConfig,
-    after: &Config,
-    new: &crate::config::SourceConfig,
-) -> bool {
-    let select = |s: &crate::config::SourceConfig| {
-        [
-            s.select.title.clone(),
-            s.select.body.clone(),
-            s.select.published.clone(),
-            s.select.author.clone(),
-        ]
-    };
-    old.kind == new.kind
-        && old.url == new.url
-        && before.interval_of(old) == after.interval_of(new)
-        && old.enabled == new.enabled
-        && old.full_text == new.full_text
-        && old.links == new.links
-        && old.allow_hosts == new.allow_hosts
-        && select(old) == select(new)
 }
 
 /// Spawns a long-lived stage of the daemon. If it ends before `cancel` (a panic, or a

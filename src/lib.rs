@@ -23,6 +23,7 @@ pub mod fetch;
 pub mod normalize;
 pub mod notify;
 pub mod pipeline;
+pub mod reload;
 pub mod source;
 pub mod store;
 pub mod telemetry;
