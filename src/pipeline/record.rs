@@ -81,7 +81,7 @@ async fn record(shared: &Shared, stats: &PipelineStats, polled: Polled) {
             ..
         }) => (stories, source_events),
         Ok(PollSave::LeaseLost) => {
-            warn!(source = %name, "the source's lease was taken over while it was polled; nothing of this poll was written");
+            warn!(source = %name, "the source's lease was taken over while it was polled (by another claim, or by a reload that removed the source or changed its URL); nothing of this poll was written");
             return;
         }
         Err(e) => {
