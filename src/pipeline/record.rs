@@ -87,7 +87,7 @@ async fn record(shared: &Shared, stats: &PipelineStats, polled: Polled) {
         Err(e) => {
             error!(source = %name, error = %e, "poll not stored; nothing of it was written, and the next poll does it again");
             stats.polls_failed.fetch_add(1, Ordering::Relaxed);
-            let interval = job.snapshot.config.interval_of(&job.plan.spec);
+            let interval = interval_now(shared, &job);
             let retry = Utc::now() + to_chrono(jittered(interval.min(Duration::from_secs(60))));
             if let Err(e) = shared
                 .store
@@ -132,7 +132,7 @@ async fn record(shared: &Shared, stats: &PipelineStats, polled: Polled) {
 fn poll_write(shared: &Shared, polled: Polled) -> (PollWrite, PollJob) {
     let config = &shared.config;
     let job = &polled.job;
-    let interval = job.snapshot.config.interval_of(&job.plan.spec);
+    let interval = interval_now(shared, job);
     let now = Utc::now();
     let outcome = match &polled.result {
         Err(PollFailure {
@@ -198,6 +198,18 @@ fn poll_write(shared: &Shared, polled: Polled) -> (PollWrite, PollJob) {
         window_start: now - window,
     };
     (write, polled.job)
+}
+
+/// The polling interval of `job`'s source in the snapshot in force now: a reload
+/// while the poll was under way may have changed it, and the source's next poll
+/// follows the new file (its matches and alerts stay with the poll's own snapshot).
+/// A source the reload removed keeps the poll's interval.
+fn interval_now(shared: &Shared, job: &PollJob) -> Duration {
+    let current = shared.snapshot.borrow().clone();
+    match current.plans.get(job.plan.spec.name()) {
+        Some(plan) => current.config.interval_of(&plan.spec),
+        None => job.snapshot.config.interval_of(&job.plan.spec),
+    }
 }
 
 fn count_story(stats: &PipelineStats, prepared: &PreparedStory, outcome: SaveOutcome) {

@@ -623,3 +623,83 @@ async fn a_second_signal_during_the_drain_exits_at_once(backend: Backend) {
     db.cleanup().await;
 }
 both_backends!(a_second_signal_during_the_drain_exits_at_once);
+
+async fn sighup_follows_a_source_s_new_url_interval_and_enabled_at_once(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let site = Site::start().await;
+    for path in ["/moved-old", "/moved-new", "/slow", "/off"] {
+        site.put(path, feed(&[]));
+    }
+    // Every source polled once an hour: after its first poll, only a reload brings it back.
+    let write_config = |moved: &str, slow_interval: &str, off_enabled: bool| {
+        format!(
+            "{}\n[[sources]]\nname = \"moved\"\nkind = \"feed\"\nurl = \"{}\"\ninterval = \"1h\"\n\
+             [[sources]]\nname = \"slow\"\nkind = \"feed\"\nurl = \"{}\"\ninterval = \"{slow_interval}\"\n\
+             [[sources]]\nname = \"off\"\nkind = \"feed\"\nurl = \"{}\"\ninterval = \"1s\"\nenabled = {off_enabled}\n\
+             {TEST_TOPICS}",
+            config_head(&db.url),
+            site.url(moved),
+            site.url("/slow"),
+            site.url("/off"),
+        )
+    };
+    let config = TestConfig::write(&write_config("/moved-old", "1h", true));
+    let (mut child, log) = run_with_log(&config);
+    for path in ["/moved-old", "/slow", "/off"] {
+        site.wait_for_requests(path, 1, Duration::from_secs(30))
+            .await;
+    }
+    // Each first poll is recorded (scheduled an hour out) before the reload.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while db
+        .sources()
+        .await
+        .iter()
+        .any(|s| s.last_polled_at.is_none())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            db.sources().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    std::fs::write(&config.path, write_config("/moved-new", "1s", false)).unwrap();
+    signal(&child, "-HUP");
+    // The new URL is polled at once, and the source whose interval shrank to 1 s twice
+    // more, where the old schedule would wait an hour.
+    site.wait_for_requests("/moved-new", 1, Duration::from_secs(15))
+        .await;
+    site.wait_for_requests("/slow", 3, Duration::from_secs(15))
+        .await;
+    let off_polls = site.requests_to("/off").len();
+    site.wait_for_requests("/slow", 5, Duration::from_secs(15))
+        .await;
+    assert!(
+        site.requests_to("/off").len() <= off_polls + 1,
+        "a disabled source is not polled (one poll may have been under way)"
+    );
+    assert_eq!(
+        site.requests_to("/moved-old").len(),
+        1,
+        "the old URL is not polled again"
+    );
+    let exit = terminate(&mut child, Duration::from_secs(10)).await;
+    let log = log.await.unwrap();
+    assert_eq!(exit.code(), Some(0), "{log}");
+    let changed = log
+        .lines()
+        .find(|l| l.contains("config reloaded"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        changed.contains("moved") && changed.contains("slow") && changed.contains("off"),
+        "{changed}"
+    );
+    let off = db.source("off").await;
+    assert_eq!(off.state, "disabled");
+    db.cleanup().await;
+}
+both_backends!(sighup_follows_a_source_s_new_url_interval_and_enabled_at_once);
