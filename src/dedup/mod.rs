@@ -19,7 +19,7 @@ mod normalize;
 
 pub use canonical::{canonicalize_url, choose_canonical};
 pub use fingerprint::Fingerprint;
-pub use normalize::{content_hash, normalize_body};
+pub use normalize::{content_hash, hash_normalized, normalize_body};
 
 /// What can go wrong in the dedup stage (only decoding stored fingerprints can fail).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

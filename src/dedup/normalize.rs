@@ -78,9 +78,12 @@ pub fn normalize_body(text: &str) -> String {
 /// BLAKE3 of [`normalize_body`]`(text)`, as 64 lowercase hex digits: the value of
 /// `stories.content_hash`.
 pub fn content_hash(text: &str) -> String {
-    blake3::hash(normalize_body(text).as_bytes())
-        .to_hex()
-        .to_string()
+    hash_normalized(&normalize_body(text))
+}
+
+/// [`content_hash`] of a body already passed through [`normalize_body`].
+pub fn hash_normalized(normalized: &str) -> String {
+    blake3::hash(normalized.as_bytes()).to_hex().to_string()
 }
 
 /// NFKC, lowercase, ASCII quotes and dashes, no invisible characters.

@@ -46,8 +46,9 @@ pub use outbox::ConfigOutbox;
 pub use plan::SourcePlan;
 pub use scheduler::Scheduler;
 
-/// Bound of the channel from the polls to the writer, in polls.
-const CHANNEL_BOUND: usize = 8;
+/// Bound of the channel from the polls to the writer, in polls: as many as the writer
+/// takes in one group ([`record`]'s group commit), so a group can be full.
+const CHANNEL_BOUND: usize = 16;
 
 /// Everything the stages share. Cheap to clone.
 #[derive(Clone)]

@@ -143,10 +143,12 @@ pub(crate) fn prepare(raw: RawStory, raw_hash: Option<String>, topics: &TopicSet
     let story = normalize(raw);
     let title = story.title.as_deref().unwrap_or("");
     let matches = topics.match_story(title, &story.body);
-    let fingerprint = dedup::Fingerprint::of(title, &story.body);
+    // Normalised once for both the exact key and the near-duplicate fingerprint.
+    let normalized = dedup::normalize_body(&story.body);
+    let fingerprint = dedup::Fingerprint::of_normalized(title, &normalized);
     PreparedStory {
         story: NewStory {
-            content_hash: dedup::content_hash(&story.body),
+            content_hash: dedup::hash_normalized(&normalized),
             raw_hash,
             fingerprint: Some(fingerprint.to_bytes()),
             band_keys: fingerprint.band_keys(),

@@ -1,7 +1,9 @@
 //! The writer: the pipeline's last stage. Each poll's result becomes one
 //! [`PollWrite`] — the source's schedule, validators and health worked out here
 //! (backoff, `Retry-After`, a host-wide pause) — stored by the store in one
-//! transaction fenced by the poll's lease. A write that fails is retried; one
+//! transaction fenced by the poll's lease. Polls that queue up while the writer is
+//! busy are stored together, in one transaction (group commit); if that group
+//! fails, each of its polls is written alone. A write that fails is retried; one
 //! that still fails leaves everything as it was, releases the lease, and the
 //! source's next poll does the whole poll again.
 
@@ -19,25 +21,96 @@ use super::{PipelineStats, PollFailure, PollJob, Polled, Shared};
 use crate::dedup::Fingerprint;
 use crate::fetch::policy::{jittered, source_retry_delay};
 use crate::store::{
-    PollOutcome, PollSave, PollWrite, PreparedStory, SaveOutcome, SourceState, StoreError,
-    StoredValidators,
+    OutboxPolicy, PollOutcome, PollSave, PollWrite, PreparedStory, SaveOutcome, SourceState,
+    StoreError, StoredValidators,
 };
 
-/// Stores each poll received until the channel closes.
+/// At most this many queued polls are stored in one transaction. Most of a first
+/// ingest's write cost is index pages, and the polls of a group share many of them; a
+/// group never waits for polls to arrive, so a lone poll is written at once. Measured
+/// on the benchmark farm (N = 1,000 first ingest, SQLite CPU / peak RSS): 8 polls
+/// 18.3 s / 50 MiB, 16 polls 17.0 s / 50 MiB, 32 polls 15.7 s / 56 MiB (Postgres
+/// 34 -> 35 -> 44 MiB at no gain in CPU).
+const MAX_GROUP: usize = 16;
+
+/// Stores the polls received until the channel closes: whatever has queued up, as
+/// one group.
 pub(super) async fn run(
     shared: Shared,
     mut input: mpsc::Receiver<Polled>,
     stats: Arc<PipelineStats>,
 ) {
-    while let Some(polled) = input.recv().await {
+    let mut received = Vec::with_capacity(MAX_GROUP);
+    while input.recv_many(&mut received, MAX_GROUP).await > 0 {
         // A test-only fault (debug builds): the writer dies, as a bug would kill it.
         #[cfg(debug_assertions)]
         if std::env::var("FEEDWATCH_TEST_FAULT").as_deref() == Ok("writer-panic") {
             panic!("test fault: the writer stage panics (FEEDWATCH_TEST_FAULT=writer-panic)");
         }
-        let source = polled.job.plan.spec.name().to_string();
-        record(&shared, &stats, polled).await;
-        stats.in_flight.leave(&source);
+        let group: Vec<Pending> = received
+            .drain(..)
+            .map(|polled| Pending::new(&shared, polled))
+            .collect();
+        let sources: Vec<String> = group.iter().map(|p| p.name.clone()).collect();
+        record_group(&shared, &stats, group).await;
+        for source in &sources {
+            stats.in_flight.leave(source);
+        }
+    }
+}
+
+/// A poll on its way into the store.
+struct Pending {
+    name: String,
+    unchanged: usize,
+    write: PollWrite,
+    job: PollJob,
+}
+
+impl Pending {
+    fn new(shared: &Shared, polled: Polled) -> Pending {
+        let name = polled.job.plan.spec.name().to_string();
+        let unchanged = polled.unchanged;
+        let (write, job) = poll_write(shared, polled);
+        Pending {
+            name,
+            unchanged,
+            write,
+            job,
+        }
+    }
+
+    /// The webhooks' view of this poll's alerts.
+    fn outbox(&self) -> ConfigOutbox<'_> {
+        ConfigOutbox::new(&self.job.snapshot.config, &self.job.row, Utc::now())
+    }
+}
+
+/// Stores a group in one transaction; if that fails, each poll alone, with retries,
+/// so that one poll the store refuses cannot hold back the others.
+async fn record_group(shared: &Shared, stats: &PipelineStats, group: Vec<Pending>) {
+    if group.len() > 1 {
+        let outboxes: Vec<ConfigOutbox> = group.iter().map(|p| p.outbox()).collect();
+        let writes: Vec<(&PollWrite, &dyn OutboxPolicy)> = group
+            .iter()
+            .zip(&outboxes)
+            .map(|(p, outbox)| (&p.write, outbox as &dyn OutboxPolicy))
+            .collect();
+        match shared.store.save_polls(&writes, &near_duplicates).await {
+            Ok(saved) => {
+                shared.schedule_wake.notify_one();
+                for (pending, saved) in group.into_iter().zip(saved) {
+                    finish(shared, stats, pending, saved);
+                }
+                return;
+            }
+            Err(e) => {
+                warn!(polls = group.len(), error = %e, "cannot store the polls together; storing each alone");
+            }
+        }
+    }
+    for pending in group {
+        record(shared, stats, pending).await;
     }
 }
 
@@ -62,32 +135,28 @@ fn near_duplicates(mine: &[u8], theirs: &[u8]) -> bool {
     }
 }
 
-async fn record(shared: &Shared, stats: &PipelineStats, polled: Polled) {
-    let name = polled.job.plan.spec.name().to_string();
-    let unchanged = polled.unchanged;
-    let (write, job) = poll_write(shared, polled);
-    let outbox = ConfigOutbox::new(&job.snapshot.config, &job.row, Utc::now());
-    let saved = (|| shared.store.save_poll(&write, &near_duplicates, &outbox))
-        .retry(store_retry())
-        .notify(|e: &StoreError, wait| {
-            warn!(source = %name, error = %e, ?wait, "cannot store the poll; retrying");
-        })
-        .await;
+/// Stores one poll, retrying; a poll that still cannot be stored releases its lease.
+async fn record(shared: &Shared, stats: &PipelineStats, pending: Pending) {
+    let name = &pending.name;
+    let outbox = pending.outbox();
+    let saved = (|| {
+        shared
+            .store
+            .save_poll(&pending.write, &near_duplicates, &outbox)
+    })
+    .retry(store_retry())
+    .notify(|e: &StoreError, wait| {
+        warn!(source = %name, error = %e, ?wait, "cannot store the poll; retrying");
+    })
+    .await;
     shared.schedule_wake.notify_one();
-    let (stories, source_events) = match saved {
-        Ok(PollSave::Saved {
-            stories,
-            source_events,
-            ..
-        }) => (stories, source_events),
-        Ok(PollSave::LeaseLost) => {
-            warn!(source = %name, "the source's lease was taken over while it was polled (by another claim, or by a reload that removed the source or changed its URL); nothing of this poll was written");
-            return;
-        }
+    match saved {
+        Ok(saved) => finish(shared, stats, pending, saved),
         Err(e) => {
             error!(source = %name, error = %e, "poll not stored; nothing of it was written, and the next poll does it again");
             stats.polls_failed.fetch_add(1, Ordering::Relaxed);
-            let interval = interval_now(shared, &job);
+            let job = &pending.job;
+            let interval = interval_now(shared, job);
             let retry = Utc::now() + to_chrono(jittered(interval.min(Duration::from_secs(60))));
             if let Err(e) = shared
                 .store
@@ -96,6 +165,26 @@ async fn record(shared: &Shared, stats: &PipelineStats, polled: Polled) {
             {
                 warn!(source = %name, error = %e, "cannot release the source; it is polled again when its lease ends");
             }
+        }
+    }
+}
+
+/// Counts and logs a poll the store has committed (or turned away: lease lost).
+fn finish(shared: &Shared, stats: &PipelineStats, pending: Pending, saved: PollSave) {
+    let Pending {
+        name,
+        unchanged,
+        write,
+        ..
+    } = pending;
+    let (stories, source_events) = match saved {
+        PollSave::Saved {
+            stories,
+            source_events,
+            ..
+        } => (stories, source_events),
+        PollSave::LeaseLost => {
+            warn!(source = %name, "the source's lease was taken over while it was polled (by another claim, or by a reload that removed the source or changed its URL); nothing of this poll was written");
             return;
         }
     };

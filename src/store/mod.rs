@@ -451,6 +451,16 @@ pub trait Store: Send + Sync + 'static {
         outbox: &dyn OutboxPolicy,
     ) -> StoreResult<PollSave>;
 
+    /// Writes several polls as [`Store::save_poll`] would, in one transaction (group
+    /// commit): each poll is still fenced by its own lease, and the whole group is
+    /// stored or none of it. One commit for the group spares the database a commit per
+    /// poll, and lets a page that several polls change be written once.
+    async fn save_polls(
+        &self,
+        polls: &[(&PollWrite, &dyn OutboxPolicy)],
+        near_dup: NearDupCheck<'_>,
+    ) -> StoreResult<Vec<PollSave>>;
+
     /// Releases the source leases whose owner starts with `instance` followed by `/`
     /// (every lease with `None`), whatever their expiry, and returns how many. A daemon
     /// releases its own on a clean exit; on SQLite, which one process owns, a starting

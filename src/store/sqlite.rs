@@ -15,12 +15,12 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::open::{self, ConnectProblem, OpenMode};
-use super::verdict::{self, Candidate, PollTx, StoredStory, Streak};
+use super::verdict::{self, Candidate, Identified, IdentityRow, PollTx, StoredStory, Streak};
 use super::{
-    Counts, Delivery, DeliveryInfo, DeliveryResult, KnownStory, NEAR_DUP_MAX_CANDIDATES,
-    NEAR_DUP_PER_BAND, NearDupCheck, NewStory, OutboxEntry, OutboxPolicy, PageFailure, PollContext,
-    PollSave, PollWrite, PreparedStory, QueryPlan, SaveOutcome, SourceRow, SourceSpec, SourceState,
-    Store, StoreError, StoreResult, StoredValidators, terms_json,
+    Counts, Delivery, DeliveryInfo, DeliveryResult, KnownStory, NearDupCheck, NewStory,
+    OutboxEntry, OutboxPolicy, PageFailure, PollContext, PollSave, PollWrite, PreparedStory,
+    QueryPlan, SaveOutcome, SourceRow, SourceSpec, SourceState, Store, StoreError, StoreResult,
+    StoredValidators, terms_json,
 };
 use crate::topics::TopicMatch;
 
@@ -34,15 +34,21 @@ const STORY_BY_CONTENT_HASH: &str = "SELECT COALESCE(duplicate_of, id) FROM stor
 
 /// Near-duplicate candidates: the stories fetched since `?2` that share one of the band
 /// keys in `?1` (a JSON array), found through the `story_bands` primary key and then
-/// read by id.
+/// read by id: the newest [`super::NEAR_DUP_PER_BAND`] of each key (the `OFFSET` is one
+/// less), the [`super::NEAR_DUP_MAX_CANDIDATES`] sharing most keys.
+///
+/// The two bounds are written into the text, not bound: SQLite reads a bound `LIMIT` or
+/// `OFFSET` while it plans, so every new binding of one expires the statement and each
+/// lookup would parse and plan it again (a quarter of a million instructions per story in
+/// the profile of a first ingest). `near_dup_bounds_are_the_constants` keeps them equal.
 const NEAR_DUP_CANDIDATES: &str = "SELECT s.id, COALESCE(s.duplicate_of, s.id) AS root, \
      s.fingerprint FROM stories s JOIN ( \
        SELECT sb.story_id, COUNT(*) AS shared \
        FROM json_each(?1) AS k JOIN story_bands sb ON sb.band_key = k.value \
         AND sb.story_id >= COALESCE((SELECT b.story_id FROM story_bands b \
           WHERE b.band_key = k.value ORDER BY b.story_id DESC \
-          LIMIT 1 OFFSET ?3), 0) \
-       GROUP BY sb.story_id ORDER BY shared DESC, sb.story_id DESC LIMIT ?4 \
+          LIMIT 1 OFFSET 15), 0) \
+       GROUP BY sb.story_id ORDER BY shared DESC, sb.story_id DESC LIMIT 64 \
      ) c ON c.story_id = s.id \
      WHERE s.fetched_at >= ?2 AND s.fingerprint IS NOT NULL ORDER BY s.id";
 
@@ -59,6 +65,28 @@ const PRUNE_BANDS_STORIES: &str = "SELECT DISTINCT sb.story_id FROM story_bands 
 /// A JSON array of integers, as `json_each` reads it.
 fn json_array(values: &[i64]) -> String {
     serde_json::to_string(values).unwrap_or_else(|_| "[]".into())
+}
+
+/// A JSON array of strings, as `json_each` reads it.
+fn json_text_array(values: &[&str]) -> String {
+    serde_json::to_string(values).unwrap_or_else(|_| "[]".into())
+}
+
+/// Inserts a story's band rows, in one statement (each statement is a round trip to
+/// the connection's worker thread).
+async fn insert_bands(conn: &mut SqliteConnection, id: i64, band_keys: &[i64]) -> StoreResult<()> {
+    if band_keys.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT OR IGNORE INTO story_bands (band_key, story_id) \
+         SELECT value, ?2 FROM json_each(?1)",
+    )
+    .bind(json_array(band_keys))
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// SQLite's timestamp text: `2025-06-04T08:30:02.123456Z`.
@@ -163,8 +191,6 @@ impl SqliteStore {
         let near = sqlx::query(explain(NEAR_DUP_CANDIDATES))
             .bind(json_array(&story.band_keys))
             .bind(ts(window_start))
-            .bind(NEAR_DUP_PER_BAND - 1)
-            .bind(NEAR_DUP_MAX_CANDIDATES)
             .fetch_all(&mut *conn)
             .await?;
         Ok(vec![
@@ -453,6 +479,20 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn save_polls(
+        &self,
+        polls: &[(&PollWrite, &dyn OutboxPolicy)],
+        near_dup: NearDupCheck<'_>,
+    ) -> StoreResult<Vec<PollSave>> {
+        immediate_tx!(self, |conn| {
+            let mut saved = Vec::with_capacity(polls.len());
+            for (poll, outbox) in polls {
+                saved.push(verdict::save_poll(&mut *conn, poll, near_dup, *outbox).await?);
+            }
+            Ok(saved)
+        })
+    }
+
     async fn release_leases(&self, instance: Option<&str>) -> StoreResult<u64> {
         // `/` sorts right after the instance name, so `owner > 'I/' AND owner < 'I0'`
         // is the prefix `I/` without LIKE's wildcards.
@@ -724,6 +764,23 @@ impl PollTx for SqliteConnection {
         Ok(())
     }
 
+    async fn identify(&mut self, urls: &[&str], hashes: &[&str]) -> StoreResult<Identified> {
+        let rows = sqlx::query_as::<_, IdentityRow>(
+            "SELECT 1 AS by_url, canonical_url AS key, id, \
+               COALESCE(duplicate_of, id) AS cluster, content_hash, raw_hash \
+             FROM stories WHERE canonical_url IN (SELECT value FROM json_each(?1)) \
+             UNION ALL \
+             SELECT 0, s.content_hash, s.id, COALESCE(s.duplicate_of, s.id), s.content_hash, NULL \
+             FROM json_each(?2) AS h JOIN stories s ON s.id = ( \
+               SELECT id FROM stories WHERE content_hash = h.value ORDER BY id LIMIT 1)",
+        )
+        .bind(json_text_array(urls))
+        .bind(json_text_array(hashes))
+        .fetch_all(&mut *self)
+        .await?;
+        Ok(Identified::from_rows(rows))
+    }
+
     async fn story_by_canonical_url(
         &mut self,
         canonical_url: &str,
@@ -760,8 +817,6 @@ impl PollTx for SqliteConnection {
         let rows = sqlx::query(NEAR_DUP_CANDIDATES)
             .bind(json_array(band_keys))
             .bind(ts(window_start))
-            .bind(NEAR_DUP_PER_BAND - 1)
-            .bind(NEAR_DUP_MAX_CANDIDATES)
             .fetch_all(&mut *self)
             .await?;
         rows.iter()
@@ -779,7 +834,7 @@ impl PollTx for SqliteConnection {
         story: &NewStory,
         duplicate_of: Option<i64>,
     ) -> StoreResult<Option<i64>> {
-        Ok(sqlx::query_scalar(
+        let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO stories (source_id, url, canonical_url, title, summary, body, author, \
              published_at, fetched_at, updated_at, content_hash, raw_hash, duplicate_of, \
              fingerprint) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13) \
@@ -799,7 +854,11 @@ impl PollTx for SqliteConnection {
         .bind(duplicate_of)
         .bind(&story.fingerprint)
         .fetch_optional(&mut *self)
-        .await?)
+        .await?;
+        if let Some(id) = id {
+            insert_bands(self, id, &story.band_keys).await?;
+        }
+        Ok(id)
     }
 
     async fn update_story(&mut self, id: i64, story: &NewStory) -> StoreResult<()> {
@@ -833,27 +892,12 @@ impl PollTx for SqliteConnection {
         Ok(())
     }
 
-    async fn put_bands(&mut self, id: i64, band_keys: &[i64], fresh: bool) -> StoreResult<()> {
-        if !fresh {
-            sqlx::query("DELETE FROM story_bands WHERE story_id = ?1")
-                .bind(id)
-                .execute(&mut *self)
-                .await?;
-        }
-        if band_keys.is_empty() {
-            return Ok(());
-        }
-        // One statement for all of a story's keys: each statement is a round trip to
-        // the connection's worker thread.
-        sqlx::query(
-            "INSERT OR IGNORE INTO story_bands (band_key, story_id) \
-             SELECT value, ?2 FROM json_each(?1)",
-        )
-        .bind(json_array(band_keys))
-        .bind(id)
-        .execute(&mut *self)
-        .await?;
-        Ok(())
+    async fn replace_bands(&mut self, id: i64, band_keys: &[i64]) -> StoreResult<()> {
+        sqlx::query("DELETE FROM story_bands WHERE story_id = ?1")
+            .bind(id)
+            .execute(&mut *self)
+            .await?;
+        insert_bands(self, id, band_keys).await
     }
 
     async fn put_matches(
@@ -1048,5 +1092,25 @@ impl PollTx for SqliteConnection {
         .execute(&mut *self)
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NEAR_DUP_CANDIDATES;
+    use crate::store::{NEAR_DUP_MAX_CANDIDATES, NEAR_DUP_PER_BAND};
+
+    #[test]
+    fn near_dup_bounds_are_the_constants() {
+        let offset = format!("LIMIT 1 OFFSET {})", NEAR_DUP_PER_BAND - 1);
+        let limit = format!("LIMIT {} ", NEAR_DUP_MAX_CANDIDATES);
+        assert!(
+            NEAR_DUP_CANDIDATES.contains(&offset),
+            "{offset:?} not in the lookup"
+        );
+        assert!(
+            NEAR_DUP_CANDIDATES.contains(&limit),
+            "{limit:?} not in the lookup"
+        );
     }
 }

@@ -5,6 +5,8 @@
 //! and raise its events. The backends supply only dialect: each implements
 //! [`PollTx`], a set of small statements on a connection inside a transaction.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -16,12 +18,162 @@ use super::{
 use crate::topics::TopicMatch;
 
 /// A stored story found by its identity.
+#[derive(Clone)]
 pub(crate) struct StoredStory {
     pub id: i64,
     /// The first story of its cluster (itself unless it is a duplicate).
     pub cluster: i64,
     pub content_hash: String,
     pub raw_hash: Option<String>,
+}
+
+/// The identities and content hashes of a poll's stories as the store holds them,
+/// read in one statement ([`PollTx::identify`]) instead of two per story, and kept
+/// true while the poll's own stories are written. A key the write may have changed in
+/// a way this cannot follow is forgotten, and read again on its own if it is needed.
+#[derive(Default)]
+pub(crate) struct Known {
+    /// Canonical URL → the story under it (`None`: there is none).
+    by_url: HashMap<String, Option<StoredStory>>,
+    /// Content hash → `(id, cluster)` of the first story with it (`None`: there is none).
+    by_hash: HashMap<String, Option<(i64, i64)>>,
+}
+
+impl Known {
+    /// Reads what the store holds for `stories`: every key asked is known afterwards.
+    async fn load<T: PollTx + ?Sized>(tx: &mut T, stories: &[PreparedStory]) -> StoreResult<Known> {
+        let mut urls: Vec<&str> = stories
+            .iter()
+            .map(|p| p.story.canonical_url.as_str())
+            .collect();
+        let mut hashes: Vec<&str> = stories
+            .iter()
+            .map(|p| p.story.content_hash.as_str())
+            .collect();
+        urls.sort_unstable();
+        urls.dedup();
+        hashes.sort_unstable();
+        hashes.dedup();
+        let mut known = Known::default();
+        if urls.is_empty() {
+            return Ok(known);
+        }
+        let found = tx.identify(&urls, &hashes).await?;
+        known.by_url = urls.iter().map(|u| (u.to_string(), None)).collect();
+        known.by_hash = hashes.iter().map(|h| (h.to_string(), None)).collect();
+        for (url, story) in found.by_url {
+            known.by_url.insert(url, Some(story));
+        }
+        for (hash, first) in found.by_hash {
+            known.by_hash.insert(hash, Some(first));
+        }
+        Ok(known)
+    }
+
+    async fn story_by_canonical_url<T: PollTx + ?Sized>(
+        &self,
+        tx: &mut T,
+        url: &str,
+    ) -> StoreResult<Option<StoredStory>> {
+        match self.by_url.get(url) {
+            Some(known) => Ok(known.clone()),
+            None => tx.story_by_canonical_url(url).await,
+        }
+    }
+
+    async fn cluster_by_content_hash<T: PollTx + ?Sized>(
+        &self,
+        tx: &mut T,
+        hash: &str,
+    ) -> StoreResult<Option<i64>> {
+        match self.by_hash.get(hash) {
+            Some(known) => Ok(known.map(|(_, cluster)| cluster)),
+            None => tx.cluster_by_content_hash(hash).await,
+        }
+    }
+
+    /// The entry hash of `url`'s story was set.
+    fn raw_hash_set(&mut self, url: &str, raw_hash: Option<&str>) {
+        if let Some(Some(stored)) = self.by_url.get_mut(url) {
+            stored.raw_hash = raw_hash.map(str::to_string);
+        }
+    }
+
+    /// `url`'s story now has `story`'s content: the first story of its old and of its
+    /// new hash may have changed, so both are read again if needed.
+    fn updated(&mut self, url: &str, story: &NewStory) {
+        if let Some(Some(stored)) = self.by_url.get_mut(url) {
+            self.by_hash.remove(&stored.content_hash);
+            stored.content_hash = story.content_hash.clone();
+            stored.raw_hash = story.raw_hash.clone();
+        }
+        self.by_hash.remove(&story.content_hash);
+    }
+
+    /// `story` was inserted as `id` in `cluster`. Ids grow, so a hash already held by a
+    /// stored story keeps its first story.
+    fn inserted(&mut self, story: &NewStory, id: i64, cluster: i64) {
+        self.by_url.insert(
+            story.canonical_url.clone(),
+            Some(StoredStory {
+                id,
+                cluster,
+                content_hash: story.content_hash.clone(),
+                raw_hash: story.raw_hash.clone(),
+            }),
+        );
+        if let Some(first @ None) = self.by_hash.get_mut(&story.content_hash) {
+            *first = Some((id, cluster));
+        }
+    }
+
+    /// The insert of `url` lost to another writer: what is there is read again.
+    fn forget_url(&mut self, url: &str) {
+        self.by_url.remove(url);
+    }
+}
+
+/// What [`PollTx::identify`] found.
+pub(crate) struct Identified {
+    /// The stories under the URLs asked (those that exist).
+    pub by_url: Vec<(String, StoredStory)>,
+    /// `(id, cluster)` of the first story with each hash asked (those that exist).
+    pub by_hash: Vec<(String, (i64, i64))>,
+}
+
+/// A row of [`PollTx::identify`]'s statement: `by_url` true for the story under an
+/// asked URL (`key`), false for the first story of an asked hash (`key`).
+#[derive(sqlx::FromRow)]
+pub(crate) struct IdentityRow {
+    by_url: bool,
+    key: String,
+    id: i64,
+    cluster: i64,
+    content_hash: String,
+    raw_hash: Option<String>,
+}
+
+impl Identified {
+    pub(crate) fn from_rows(rows: Vec<IdentityRow>) -> Identified {
+        let mut found = Identified {
+            by_url: Vec::new(),
+            by_hash: Vec::new(),
+        };
+        for row in rows {
+            if row.by_url {
+                let story = StoredStory {
+                    id: row.id,
+                    cluster: row.cluster,
+                    content_hash: row.content_hash,
+                    raw_hash: row.raw_hash,
+                };
+                found.by_url.push((row.key, story));
+            } else {
+                found.by_hash.push((row.key, (row.id, row.cluster)));
+            }
+        }
+        found
+    }
 }
 
 /// A near-duplicate candidate from the band index.
@@ -45,6 +197,9 @@ pub(crate) trait PollTx: Send {
     /// Serialises verdicts on these stories' identities and contents with other writers
     /// (Postgres: advisory locks taken in one order; SQLite: the write lock already does).
     async fn lock_stories(&mut self, stories: &[PreparedStory]) -> StoreResult<()>;
+    /// The stories stored under these canonical URLs, and the first story (lowest id)
+    /// with each of these content hashes, in one statement.
+    async fn identify(&mut self, urls: &[&str], hashes: &[&str]) -> StoreResult<Identified>;
     async fn story_by_canonical_url(
         &mut self,
         canonical_url: &str,
@@ -57,7 +212,8 @@ pub(crate) trait PollTx: Send {
         band_keys: &[i64],
         window_start: DateTime<Utc>,
     ) -> StoreResult<Vec<Candidate>>;
-    /// Inserts the story; `None` if its canonical URL was taken meanwhile.
+    /// Inserts the story with its band rows; `None` (and nothing written) if its
+    /// canonical URL was taken meanwhile.
     async fn insert_story(
         &mut self,
         story: &NewStory,
@@ -67,8 +223,8 @@ pub(crate) trait PollTx: Send {
     async fn update_story(&mut self, id: i64, story: &NewStory) -> StoreResult<()>;
     /// Records the entry hash of a story whose content did not change.
     async fn set_raw_hash(&mut self, id: i64, raw_hash: Option<&str>) -> StoreResult<()>;
-    /// Replaces the story's band rows (`fresh`: it has none yet).
-    async fn put_bands(&mut self, id: i64, band_keys: &[i64], fresh: bool) -> StoreResult<()>;
+    /// Replaces the band rows of an updated story.
+    async fn replace_bands(&mut self, id: i64, band_keys: &[i64]) -> StoreResult<()>;
     /// Replaces the story's matches (`fresh`: it has none yet).
     async fn put_matches(
         &mut self,
@@ -149,9 +305,11 @@ pub(crate) async fn save_poll<T: PollTx + ?Sized>(
         return Ok(PollSave::LeaseLost);
     };
     tx.lock_stories(&poll.stories).await?;
+    let mut known = Known::load(tx, &poll.stories).await?;
     let mut stories = Vec::with_capacity(poll.stories.len());
     for story in &poll.stories {
-        stories.push(save_story(tx, story, poll.window_start, near_dup, outbox).await?);
+        let outcome = decide(tx, story, poll.window_start, near_dup, outbox, &mut known).await?;
+        stories.push(outcome);
     }
     let now = Utc::now();
     for page in &poll.page_failures {
@@ -242,21 +400,39 @@ pub(crate) async fn save_story<T: PollTx + ?Sized>(
     near_dup: NearDupCheck<'_>,
     outbox: &dyn OutboxPolicy,
 ) -> StoreResult<SaveOutcome> {
+    let mut known = Known::default();
+    decide(tx, prepared, window_start, near_dup, outbox, &mut known).await
+}
+
+/// [`save_story`] with what is already known of the stored identities and hashes.
+async fn decide<T: PollTx + ?Sized>(
+    tx: &mut T,
+    prepared: &PreparedStory,
+    window_start: DateTime<Utc>,
+    near_dup: NearDupCheck<'_>,
+    outbox: &dyn OutboxPolicy,
+    known: &mut Known,
+) -> StoreResult<SaveOutcome> {
     let story = &prepared.story;
     let now = story.fetched_at;
     // Identity: the canonical URL.
-    if let Some(stored) = tx.story_by_canonical_url(&story.canonical_url).await? {
+    if let Some(stored) = known
+        .story_by_canonical_url(tx, &story.canonical_url)
+        .await?
+    {
         if stored.content_hash == story.content_hash {
             if stored.raw_hash != story.raw_hash {
                 // The entry changed in ways the text does not show (markup, a date):
                 // remember it, so the next poll's cheap check skips it.
                 tx.set_raw_hash(stored.id, story.raw_hash.as_deref())
                     .await?;
+                known.raw_hash_set(&story.canonical_url, story.raw_hash.as_deref());
             }
             return Ok(SaveOutcome::Unchanged { id: stored.id });
         }
         tx.update_story(stored.id, story).await?;
-        tx.put_bands(stored.id, &story.band_keys, false).await?;
+        known.updated(&story.canonical_url, story);
+        tx.replace_bands(stored.id, &story.band_keys).await?;
         tx.put_matches(stored.id, &prepared.matches, now, false)
             .await?;
         let deliveries =
@@ -268,8 +444,8 @@ pub(crate) async fn save_story<T: PollTx + ?Sized>(
     }
 
     // Exact duplicate: the same normalised body under another URL; else a near one.
-    let mut duplicate = tx
-        .cluster_by_content_hash(&story.content_hash)
+    let mut duplicate = known
+        .cluster_by_content_hash(tx, &story.content_hash)
         .await?
         .map(|cluster| (cluster, false));
     if let (None, Some(mine)) = (duplicate, story.fingerprint.as_deref())
@@ -287,13 +463,14 @@ pub(crate) async fn save_story<T: PollTx + ?Sized>(
     let Some(id) = tx.insert_story(story, duplicate.map(|d| d.0)).await? else {
         // Another writer took the URL in between (only if something bypassed the
         // locks): the row that won stands, and this copy is left for the next poll.
+        known.forget_url(&story.canonical_url);
         let stored = tx.story_by_canonical_url(&story.canonical_url).await?;
         let stored = stored.ok_or(sqlx::Error::RowNotFound)?;
         return Ok(SaveOutcome::Unchanged { id: stored.id });
     };
-    tx.put_bands(id, &story.band_keys, true).await?;
-    tx.put_matches(id, &prepared.matches, now, true).await?;
     let cluster = duplicate.map_or(id, |d| d.0);
+    known.inserted(story, id, cluster);
+    tx.put_matches(id, &prepared.matches, now, true).await?;
     let deliveries = queue_alerts(tx, cluster, id, true, prepared, outbox).await?;
     Ok(match duplicate {
         Some((of, near)) => SaveOutcome::Duplicate {

@@ -684,6 +684,124 @@ async fn a_poll_that_lost_its_lease_writes_nothing(backend: Backend) {
 }
 both_backends!(a_poll_that_lost_its_lease_writes_nothing);
 
+/// A group of polls (the writer's group commit) is one transaction in which each poll
+/// is still fenced by its own lease, and the verdicts inside a poll see its own
+/// earlier stories: a second URL with the same body is an exact duplicate, the same
+/// URL with a new body an update, and a copy in a later poll of the group a duplicate.
+async fn polls_stored_together_keep_their_own_fences_and_verdicts(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let store = store::connect(&db.url, 2).await.unwrap();
+    let spec = |name: &str| SourceSpec {
+        name: name.into(),
+        kind: "feed".into(),
+        url: format!("https://{name}.example/feed/"),
+        enabled: true,
+    };
+    let rows = store
+        .sync_sources(&[spec("one"), spec("two")])
+        .await
+        .unwrap();
+    let (src, other) = (rows[0].id, rows[1].id);
+    let now = Utc::now();
+    let claim = |owner: &'static str, at: chrono::DateTime<Utc>| {
+        let store = store.clone();
+        async move {
+            store
+                .claim_every_source(owner, at, at + Duration::minutes(1))
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(claim("a/1", now).await, 2);
+    assert_eq!(claim("b/1", now + Duration::minutes(2)).await, 2);
+    let poll = |source_id: i64, owner: &str, stories: Vec<PreparedStory>| PollWrite {
+        source_id,
+        lease_owner: owner.into(),
+        polled_at: now,
+        outcome: PollOutcome::Fetched {
+            status: 200,
+            validators: None,
+            next_poll_at: now,
+        },
+        stories,
+        page_failures: Vec::new(),
+        pages_done: Vec::new(),
+        window_start: now - Duration::days(7),
+    };
+    let first = story(src, "https://hongkongfp.com/a", "steel tariffs rise");
+    let copy = story(src, "https://hongkongfp.com/b", "steel tariffs rise");
+    let changed = story(src, "https://hongkongfp.com/a", "steel tariffs rise again");
+    let late_copy = story(other, "https://two.example/c", "steel tariffs rise again");
+    let stale = poll(
+        src,
+        "a/1",
+        vec![prepared(&story(src, "https://hongkongfp.com/z", "z"), &[])],
+    );
+    let current = poll(
+        src,
+        "b/1",
+        vec![
+            prepared(&first, &tariff_match()),
+            prepared(&copy, &tariff_match()),
+            prepared(&changed, &tariff_match()),
+        ],
+    );
+    let later = poll(other, "b/1", vec![prepared(&late_copy, &tariff_match())]);
+    let never = |_: &[u8], _: &[u8]| false;
+    let saved = store
+        .save_polls(
+            &[
+                (&stale, &OneWebhook),
+                (&current, &OneWebhook),
+                (&later, &OneWebhook),
+            ],
+            &never,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        saved[0],
+        PollSave::LeaseLost,
+        "the stale poll is fenced off"
+    );
+    let PollSave::Saved { stories, .. } = &saved[1] else {
+        panic!("the current poll is stored: {:?}", saved[1]);
+    };
+    let SaveOutcome::New {
+        id: a,
+        deliveries: 1,
+    } = stories[0]
+    else {
+        panic!("the first story is new and alerted: {:?}", stories[0]);
+    };
+    assert!(
+        matches!(stories[1], SaveOutcome::Duplicate { of, near: false, deliveries: 0, .. } if of == a),
+        "the same body under a second URL is an exact duplicate: {:?}",
+        stories[1]
+    );
+    assert!(
+        matches!(stories[2], SaveOutcome::Updated { id, deliveries: 0 } if id == a),
+        "the same URL with a new body is an update: {:?}",
+        stories[2]
+    );
+    let PollSave::Saved { stories, .. } = &saved[2] else {
+        panic!("the later poll is stored: {:?}", saved[2]);
+    };
+    assert!(
+        matches!(stories[0], SaveOutcome::Duplicate { of, near: false, deliveries: 0, .. } if of == a),
+        "a copy of the updated text in a later poll is its duplicate: {:?}",
+        stories[0]
+    );
+    let counts = store.counts().await.unwrap();
+    assert_eq!((counts.stories, counts.deliveries_pending), (3, 1));
+    store.close().await;
+    db.cleanup().await;
+}
+both_backends!(polls_stored_together_keep_their_own_fences_and_verdicts);
+
 async fn leases_are_released_by_their_instance_or_all_at_once(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else {
         return;
