@@ -19,17 +19,17 @@ use crate::config::Config;
 use crate::fetch::Fetcher;
 use crate::health::Health;
 use crate::notify::{DeliveryStats, Notifier};
-use crate::pipeline::{self, PipelineStats, PollJob, Scheduler, Shared, SourcePlan};
+use crate::pipeline::{self, PipelineStats, PollJob, Scheduler, Shared, Snapshot};
+use crate::reload::ReloadReport;
 use crate::store::{self, SourceRow, SourceSpec, Store};
-use crate::topics::TopicSet;
 
 /// A built feedwatch: what `run` and `once` share.
 pub struct App {
     shared: Shared,
     notifier: Arc<Notifier>,
     scheduler: Scheduler,
-    /// Where [`App::reload_topics`] puts a newly compiled set.
-    topics: watch::Sender<Arc<TopicSet>>,
+    /// Where [`App::reload`] puts the sources, topics and webhooks of a reloaded file.
+    snapshot: watch::Sender<Arc<Snapshot>>,
 }
 
 /// What `once` did.
@@ -62,7 +62,8 @@ impl App {
     /// [`App::build`] with a fetcher built by the caller (tests give one a
     /// resolver that maps public-looking names to loopback).
     pub async fn build_with_fetcher(config: Config, fetcher: Fetcher) -> anyhow::Result<App> {
-        let topics = TopicSet::compile(&config.topic_specs()).context("compiling topics")?;
+        let config = Arc::new(config);
+        let snapshot = Snapshot::compile(config.clone())?;
         let store = store::connect(&config.database.url, config.database.max_connections).await?;
         info!(backend = store.backend(), url = %crate::config::redact_url(&config.database.url), "store ready");
         if store.backend() == "sqlite" {
@@ -79,71 +80,104 @@ impl App {
         let run = pipeline::run_id();
         let notifier = Notifier::new(&config, format!("{}/{run}", config.daemon.instance))
             .context("building the webhook client")?;
-        let plans = config
-            .sources
-            .iter()
-            .map(|s| Ok((s.name().to_string(), Arc::new(SourcePlan::new(s)?))))
-            .collect::<anyhow::Result<_>>()?;
-        let (topics, topics_rx) = watch::channel(Arc::new(topics));
+        let (snapshot, snapshot_rx) = watch::channel(Arc::new(snapshot));
         let health = Arc::new(Health::new(config.daemon.stall_after));
         let shared = Shared {
-            config: Arc::new(config),
+            config,
             store,
             fetcher: Arc::new(fetcher),
-            topics: topics_rx,
+            snapshot: snapshot_rx,
             outbox_wake: Arc::new(Notify::new()),
             schedule_wake: Arc::new(Notify::new()),
             prepare_permits: Shared::prepare_permits(),
             health,
         };
         let app = App {
-            scheduler: Scheduler::new(shared.clone(), plans, run),
+            scheduler: Scheduler::new(shared.clone(), run),
             shared,
             notifier: Arc::new(notifier),
-            topics,
+            snapshot,
         };
-        app.sync_sources().await?;
+        let config = app.shared.config.clone();
+        app.sync_sources(&config).await?;
         Ok(app)
     }
 
-    /// Reads the config at `path` again and, if the whole file is valid, puts its topics
-    /// in place of the running ones: stories already matched keep their matches, the next
-    /// story is matched against the new set. Nothing changes when the file is invalid; the
-    /// error names what is wrong. Only the topics are taken from the new file; a running
-    /// webhook whose `topics` filter names a topic the new file no longer has is warned
-    /// about, since its filter changes only at restart. Blocking (file and compile): call
-    /// it off the async workers.
-    pub fn reload_topics(&self, path: &Path) -> anyhow::Result<usize> {
-        let config = Config::load(path)?;
-        let topics = TopicSet::compile(&config.topic_specs()).context("compiling topics")?;
-        let count = topics.len();
-        self.topics.send_replace(Arc::new(topics));
-        for webhook in &self.shared.config.webhooks {
-            let gone: Vec<&str> = webhook
-                .topics
-                .iter()
-                .filter(|t| !config.topics.iter().any(|c| c.name() == t.as_str()))
-                .map(String::as_str)
-                .collect();
-            if !gone.is_empty() {
-                warn!(
-                    webhook = webhook.name(),
-                    topics = ?gone,
-                    "the webhook's filter names topics the reloaded config no longer has; restart to apply its new webhooks"
-                );
-            }
+    /// Reads the config at `path` again and, if the whole file is valid, puts its
+    /// sources, topics and webhooks in place of the running ones at once: sources added
+    /// are polled at once, sources removed are disabled (their stories stay, a poll of
+    /// one under way writes nothing), a source's changed interval or URL is followed
+    /// from now on; the next source claimed is prepared, matched and alerted with the
+    /// new file, the next batch of deliveries is sent to its webhooks. A file that fails
+    /// to load or compile, or sources the store cannot record, change nothing; the error
+    /// says why. Settings only a restart applies are named in the report.
+    pub async fn reload(&self, path: &Path) -> anyhow::Result<ReloadReport> {
+        let file = path.to_path_buf();
+        // Reading and compiling is blocking work: off the async workers.
+        let snapshot =
+            tokio::task::spawn_blocking(move || Snapshot::compile(Arc::new(Config::load(&file)?)))
+                .await
+                .context("the reload task failed")??;
+        let webhooks = self.notifier.webhooks_for(&snapshot.config)?;
+        let running = self.shared.snapshot.borrow().clone();
+        let report = ReloadReport {
+            restart_only: self.shared.config.restart_only_changes(&snapshot.config),
+            topics: snapshot.topics.len(),
+            webhooks: webhooks.names().len(),
+            warnings: snapshot.config.warnings(),
+            ..ReloadReport::sources(&running.config, &snapshot.config)
+        };
+        {
+            // No source is claimed between the store's change and the snapshot's.
+            let _claims = self.scheduler.hold_claims().await;
+            self.sync_sources(&snapshot.config).await?;
+            self.snapshot.send_replace(Arc::new(snapshot));
+            self.notifier.set_webhooks(webhooks);
         }
-        Ok(count)
+        self.follow_new_schedules(&running.config, &report.sources_changed)
+            .await;
+        self.shared.schedule_wake.notify_one();
+        self.shared.outbox_wake.notify_one();
+        Ok(report)
+    }
+
+    /// Brings forward the next poll of the `changed` sources whose interval shrank or
+    /// whose URL changed since `before`, so that the new schedule holds from now rather
+    /// than from the next poll. A failure costs only that wait, so it is logged.
+    async fn follow_new_schedules(&self, before: &Config, changed: &[String]) {
+        let now = Utc::now();
+        let after = self.shared.snapshot.borrow().config.clone();
+        let polls: Vec<(String, chrono::DateTime<Utc>)> = changed
+            .iter()
+            .filter_map(|name| {
+                let old = before.sources.iter().find(|s| s.name() == name)?;
+                let new = after.sources.iter().find(|s| s.name() == name)?;
+                let interval = after.interval_of(new);
+                if old.url != new.url {
+                    Some((name.clone(), now))
+                } else if interval < before.interval_of(old) {
+                    let by = now + chrono::Duration::from_std(interval).ok()?;
+                    Some((name.clone(), by))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        if polls.is_empty() {
+            return;
+        }
+        if let Err(e) = self.shared.store.bring_polls_forward(&polls).await {
+            warn!(error = %e, "cannot reschedule the sources whose interval or URL changed; they follow it after their next poll");
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.shared.store
     }
 
-    async fn sync_sources(&self) -> anyhow::Result<Vec<SourceRow>> {
-        let specs: Vec<SourceSpec> = self
-            .shared
-            .config
+    /// Records the sources of `config` in the store (see [`Store::sync_sources`]).
+    async fn sync_sources(&self, config: &Config) -> anyhow::Result<Vec<SourceRow>> {
+        let specs: Vec<SourceSpec> = config
             .sources
             .iter()
             .map(|s| SourceSpec {
@@ -163,12 +197,17 @@ impl App {
     /// Polls every enabled source once, stores what it finds, attempts every due
     /// delivery once, and returns what happened.
     pub async fn run_once(&self) -> anyhow::Result<OnceReport> {
-        let configured = self.sync_sources().await?;
+        let configured = self.sync_sources(&self.shared.config).await?;
         let jobs = self.scheduler.claim_all(&configured).await?;
         let sources = jobs.len();
         let stats = Arc::new(PipelineStats::default());
         let (tx, rx) = mpsc::channel(jobs.len().max(1));
-        let pipeline = tokio::spawn(pipeline::run(self.shared.clone(), rx, stats.clone()));
+        let pipeline = tokio::spawn(pipeline::run(
+            self.shared.clone(),
+            rx,
+            stats.clone(),
+            CancellationToken::new(),
+        ));
         // A long pass keeps its sources: `once` has no watchdog, so it renews as it goes.
         let renewing = tokio::spawn(renew_leases(
             self.shared.clone(),
@@ -220,7 +259,12 @@ impl App {
         let stage = |name, task| supervised(name, cancel.clone(), died_tx.clone(), task);
         let pipeline = stage(
             "pipeline",
-            Box::pin(pipeline::run(self.shared.clone(), rx, stats)),
+            Box::pin(pipeline::run(
+                self.shared.clone(),
+                rx,
+                stats.clone(),
+                cancel.clone(),
+            )),
         );
 
         let notifier = self.notifier.clone();
@@ -245,7 +289,7 @@ impl App {
         }
         info!(
             sources = self.scheduler.sources(),
-            topics = self.shared.topics.borrow().len(),
+            topics = self.shared.snapshot.borrow().topics.len(),
             "feedwatch running"
         );
         notify_systemd(&[sd_notify::NotifyState::Ready]);
@@ -295,37 +339,34 @@ impl App {
             pruning.abort();
             keeping.abort();
             notify_systemd(&[sd_notify::NotifyState::Stopping]);
-            if let Err(e) = self
-                .shared
-                .store
-                .release_leases(Some(self.scheduler.instance()))
-                .await
-            {
-                warn!(error = %e, "cannot release this daemon's leases; they lapse on their own");
-            }
+            self.release_claims().await;
             self.shared.store.close().await;
             return Err(died);
         }
         drop(tx);
         notify_systemd(&[sd_notify::NotifyState::Stopping]);
-        info!("shutting down: scheduler stopped, draining in-flight work");
-
-        let drain = async {
-            if let Err(e) = pipeline.await {
-                warn!(error = %e, "pipeline task failed");
-            }
-            cancel.cancel();
-            let _ = notifier_task.await;
-        };
-        if tokio::time::timeout(grace, drain).await.is_err() {
-            warn!(
-                ?grace,
-                "shutdown grace elapsed; abandoning unfinished polls (their leases expire, nothing committed is lost)"
-            );
-        }
+        info!(
+            "shutting down: nothing more is claimed; finishing the polls and deliveries under way"
+        );
+        // The keep-alive stage runs on through the drain: polls and deliveries still
+        // finishing keep their leases, however short `daemon.lease` is beside the grace.
+        drain(pipeline, notifier_task, &stats, grace).await;
         keeping.abort();
-        // Polls abandoned to the grace hand their sources back now rather than when
-        // their leases lapse.
+        self.release_claims().await;
+        self.shared.store.close().await;
+        info!("feedwatch stopped");
+        scheduler_result
+    }
+
+    /// Hands back what this daemon claimed and did not finish, so that the next
+    /// start (or another daemon) takes it at once rather than when the claims lapse:
+    /// deliveries not sent (named by the notifier when their attempt was cut off), then
+    /// every lease of this instance left, on sources not polled or whose polls were
+    /// abandoned and on deliveries. Call it once the renewal has stopped.
+    async fn release_claims(&self) {
+        self.notifier
+            .release_claims(self.shared.store.as_ref())
+            .await;
         match self
             .shared
             .store
@@ -333,14 +374,11 @@ impl App {
             .await
         {
             Ok(0) => {}
-            Ok(n) => info!(sources = n, "released the leases of abandoned polls"),
+            Ok(n) => info!(leases = n, "released the leases of polls not finished"),
             Err(e) => {
                 warn!(error = %e, "cannot release this daemon's leases; they lapse on their own")
             }
         }
-        self.shared.store.close().await;
-        info!("feedwatch stopped");
-        scheduler_result
     }
 
     /// Takes back, on Postgres, the leases an earlier run of this daemon (the same
@@ -462,6 +500,39 @@ async fn renew_leases(shared: Shared, holder: String) {
         {
             warn!(error = %e, "cannot renew the leases of this pass; trying again shortly");
         }
+    }
+}
+
+/// Waits up to `grace` for the `pipeline` and `notifier` stages to finish the work
+/// under way (neither claims anything more once shutdown began); then stops them,
+/// naming the polls abandoned. The deliveries abandoned are named when they are
+/// released.
+async fn drain(
+    pipeline: tokio::task::JoinHandle<()>,
+    notifier: tokio::task::JoinHandle<()>,
+    stats: &PipelineStats,
+    grace: Duration,
+) {
+    let stop = [pipeline.abort_handle(), notifier.abort_handle()];
+    let finished = async {
+        let (pipeline, _) = tokio::join!(pipeline, notifier);
+        if let Err(e) = pipeline {
+            warn!(error = %e, "pipeline task failed");
+        }
+    };
+    if tokio::time::timeout(grace, finished).await.is_ok() {
+        return;
+    }
+    for stage in stop {
+        stage.abort();
+    }
+    let sources = stats.in_flight.sources();
+    if !sources.is_empty() {
+        warn!(
+            ?grace,
+            ?sources,
+            "shutdown grace elapsed; abandoning unfinished polls (nothing of them was written; their sources are polled again at the next start)"
+        );
     }
 }
 

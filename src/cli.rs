@@ -36,7 +36,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon until SIGTERM/SIGINT; SIGHUP reloads the topics from the config.
+    /// Run the daemon until SIGTERM/SIGINT; SIGHUP reloads sources, topics and webhooks.
     Run,
     /// Poll every source once, deliver due alerts, exit.
     Once,
@@ -272,7 +272,8 @@ fn log_warnings(config: &Config) {
     }
 }
 
-/// On each SIGHUP, reloads the topics from the config file (see [`App::reload_topics`]).
+/// On each SIGHUP, reloads the sources, topics and webhooks from the config file
+/// (see [`App::reload`]).
 async fn reload_on_hangup(
     mut hangups: Signal,
     app: Arc<App>,
@@ -284,17 +285,32 @@ async fn reload_on_hangup(
             _ = cancel.cancelled() => return,
             received = hangups.recv() => if received.is_none() { return },
         }
-        let (app, file) = (app.clone(), path.clone());
-        let reloaded = tokio::task::spawn_blocking(move || app.reload_topics(&file)).await;
-        match reloaded.unwrap_or_else(|e| Err(anyhow::anyhow!("the reload task failed: {e}"))) {
-            Ok(count) => info!(
-                topics = count,
-                config = %path.display(),
-                "SIGHUP: topics reloaded (changes to sources, webhooks and other settings take effect at restart)"
-            ),
+        match app.reload(&path).await {
+            Ok(report) => {
+                info!(
+                    config = %path.display(),
+                    sources_added = ?report.sources_added,
+                    sources_removed = ?report.sources_removed,
+                    sources_changed = ?report.sources_changed,
+                    topics = report.topics,
+                    webhooks = report.webhooks,
+                    "SIGHUP: config reloaded (sources, topics and webhooks)"
+                );
+                for warning in &report.warnings {
+                    warn!("config: {warning}");
+                }
+                if !report.restart_only.is_empty() {
+                    warn!(
+                        config = %path.display(),
+                        "SIGHUP: {} changed in the file but take effect only at restart",
+                        report.restart_only.join(", ")
+                    );
+                }
+            }
             Err(e) => error!(
                 config = %path.display(),
-                "SIGHUP: config not reloaded, the running topics stay: {e:#}"
+                "SIGHUP: config not reloaded, nothing changed: {}",
+                telemetry::error_chain(&e)
             ),
         }
     }
@@ -312,10 +328,18 @@ async fn watch_signals(cancel: CancellationToken) {
         }
     };
     tokio::select! {
-        _ = term.recv() => info!("SIGTERM received"),
-        _ = int.recv() => info!("SIGINT received"),
+        _ = term.recv() => info!("SIGTERM received: stopping; a second SIGTERM or SIGINT exits at once"),
+        _ = int.recv() => info!("SIGINT received: stopping; a second SIGTERM or SIGINT exits at once"),
     }
     cancel.cancel();
+    // The drain is under way; a second signal means "now": exit as a process killed
+    // by it would (128 + its number), leaving the claims still held to lapse.
+    let (name, code) = tokio::select! {
+        _ = term.recv() => ("SIGTERM", 143),
+        _ = int.recv() => ("SIGINT", 130),
+    };
+    warn!("{name} received again: exiting at once, abandoning the work under way");
+    std::process::exit(code);
 }
 
 async fn deliveries(config: Config, action: DeliveriesAction) -> ExitCode {

@@ -456,13 +456,7 @@ impl Config {
 
     fn validate(&self, text: &str) -> Result<(), String> {
         let line = |span: std::ops::Range<usize>| line_of(text, span.start);
-        if !(self.database.url.starts_with("sqlite:") || self.database.url.starts_with("postgres"))
-        {
-            return Err(format!(
-                "database.url: {:?} is neither sqlite://PATH nor postgres://…",
-                redact_url(&self.database.url)
-            ));
-        }
+        check_database_url(&self.database.url).map_err(|e| format!("database.url: {e}"))?;
         if self.database.max_connections == 0 {
             return Err("database.max_connections: must be at least 1".into());
         }
@@ -672,6 +666,46 @@ impl Config {
         out
     }
 
+    /// The settings a running daemon keeps from the file it started with, by key, whose
+    /// values differ in `new`: they take effect only at a restart. Sources, topics,
+    /// webhooks and `[defaults]` are what a reload changes.
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        macro_rules! compare {
+            ($($key:literal => $($field:ident).+;)+) => {
+                $(if self.$($field).+ != new.$($field).+ {
+                    changed.push($key);
+                })+
+            };
+        }
+        compare! {
+            "database.url" => database.url;
+            "database.max_connections" => database.max_connections;
+            "daemon.shutdown_grace" => daemon.shutdown_grace;
+            "daemon.instance" => daemon.instance;
+            "daemon.lease" => daemon.lease;
+            "daemon.stall_after" => daemon.stall_after;
+            "http.user_agent" => http.user_agent;
+            "http.connect_timeout" => http.connect_timeout;
+            "http.timeout" => http.timeout;
+            "http.max_body_bytes" => http.max_body_bytes;
+            "http.max_redirects" => http.max_redirects;
+            "http.per_host_concurrency" => http.per_host_concurrency;
+            "http.global_concurrency" => http.global_concurrency;
+            "http.per_host_delay" => http.per_host_delay;
+            "http.backoff_max" => http.backoff_max;
+            "http.allow_private_networks" => http.allow_private_networks;
+            "dedup.window" => dedup.window;
+            "delivery.max_attempts" => delivery.max_attempts;
+            "delivery.backoff_base" => delivery.backoff_base;
+            "delivery.backoff_max" => delivery.backoff_max;
+            "delivery.timeout" => delivery.timeout;
+            "delivery.concurrency" => delivery.concurrency;
+            "admin.listen" => admin.listen;
+        }
+        changed
+    }
+
     /// The topic specs for the matcher.
     pub fn topic_specs(&self) -> Vec<TopicSpec> {
         self.topics
@@ -783,6 +817,35 @@ fn check_instance(name: &str) -> Result<(), String> {
     }
 }
 
+/// What `run` needs of a database URL before it connects: a scheme the store opens
+/// (`sqlite:` or `postgres:`/`postgresql:`), options its driver parses, and for SQLite a
+/// file (an in-memory database would hold nothing past the connection that made it).
+fn check_database_url(url: &str) -> Result<(), String> {
+    use std::str::FromStr;
+    let shown = redact_url(url);
+    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        sqlx::postgres::PgConnectOptions::from_str(url)
+            .map_err(|e| format!("{shown:?} is not a valid Postgres URL: {e}"))?;
+    } else if let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        sqlx::sqlite::SqliteConnectOptions::from_str(url)
+            .map_err(|e| format!("{shown:?} is not a valid SQLite URL: {e}"))?;
+        let (file, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if file.is_empty() || file.starts_with(':') || query.contains("mode=memory") {
+            return Err(format!(
+                "{shown:?} names no database file (write sqlite://PATH; an in-memory database keeps nothing)"
+            ));
+        }
+    } else {
+        return Err(format!(
+            "{shown:?} is neither sqlite://PATH nor postgres://…"
+        ));
+    }
+    Ok(())
+}
+
 /// Names of sources, topics and webhooks: `[a-z0-9-]+`.
 fn check_name(name: &str) -> Result<(), String> {
     if !name.is_empty()
@@ -830,7 +893,7 @@ fn expand_vars(value: &str, env: &impl Fn(&str) -> Option<String>) -> Result<Str
 /// Both places a Postgres URL may carry one: `user:password@` and `?password=`.
 pub fn redact_url(url: &str) -> String {
     let Ok(mut u) = Url::parse(url) else {
-        return url.to_string();
+        return redact_unparsed_url(url);
     };
     let secret_param = |key: &str| key.eq_ignore_ascii_case("password");
     let in_query = u.query_pairs().any(|(k, _)| secret_param(&k));
@@ -855,6 +918,29 @@ pub fn redact_url(url: &str) -> String {
         u.query_pairs_mut().clear().extend_pairs(pairs);
     }
     u.to_string()
+}
+
+/// [`redact_url`] for a URL that does not parse (a bad port, say), so its error
+/// message can still quote it: the password between `user:` and `@` becomes `***`,
+/// and so does anything after a `password=`.
+fn redact_unparsed_url(url: &str) -> String {
+    let mut shown = url.to_string();
+    if let Some(start) = shown.find("://").map(|i| i + 3) {
+        let authority_end = shown[start..]
+            .find(['/', '?', '#'])
+            .map_or(shown.len(), |i| start + i);
+        if let Some(at) = shown[start..authority_end].rfind('@').map(|i| start + i)
+            && let Some(colon) = shown[start..at].find(':').map(|i| start + i)
+        {
+            shown.replace_range(colon + 1..at, "***");
+        }
+    }
+    let lower = shown.to_ascii_lowercase();
+    if let Some(value) = lower.find("password=").map(|i| i + "password=".len()) {
+        let end = shown[value..].find('&').map_or(shown.len(), |i| value + i);
+        shown.replace_range(value..end, "***");
+    }
+    shown
 }
 
 #[cfg(test)]
@@ -940,6 +1026,51 @@ mod tests {
             err.contains("NOPE") && err.contains("database.url"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_database_url_that_does_not_parse_is_named_without_its_password() {
+        for (url, fault) in [
+            (
+                "postgres://fw:hunter2@db:99999/fw",
+                "not a valid Postgres URL",
+            ),
+            ("postgresfoo://fw:hunter2@db/fw", "neither sqlite"),
+            ("sqlite://", "names no database file"),
+            ("sqlite::memory:", "names no database file"),
+            ("sqlite://fw.db?mode=memory", "names no database file"),
+        ] {
+            let err = parse(&format!("[database]\nurl = \"{url}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("database.url") && err.contains(fault), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+        assert_eq!(
+            redact_url("postgres://fw:hunter2@db:99999/fw?password=x&sslmode=require"),
+            "postgres://fw:***@db:99999/fw?password=***&sslmode=require"
+        );
+        assert!(parse("[database]\nurl = \"postgresql://fw@db/fw\"\n").is_ok());
+    }
+
+    #[test]
+    fn a_reload_names_the_settings_only_a_restart_changes() {
+        let running = parse(
+            "[database]\nurl = \"sqlite:///var/lib/fw.db\"\n[admin]\nlisten = \"127.0.0.1:9187\"\n",
+        )
+        .unwrap();
+        let reloaded = parse(
+            "[database]\nurl = \"postgres://fw@db/fw\"\n[admin]\nlisten = \"127.0.0.1:9188\"\n\
+             [http]\ntimeout = \"7s\"\n[defaults]\ninterval = \"5m\"\n\
+             [[sources]]\nname = \"a\"\nkind = \"feed\"\nurl = \"https://a.example/\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            running.restart_only_changes(&reloaded),
+            ["database.url", "http.timeout", "admin.listen"],
+            "sources and [defaults] are reloaded, not named"
+        );
+        assert!(running.restart_only_changes(&running).is_empty());
     }
 
     #[test]
@@ -1040,7 +1171,11 @@ mod tests {
             at("sqlite:///var/lib/feedwatch/fw.db"),
             "sqlite:///var/lib/feedwatch/fw.db"
         );
-        assert_eq!(at("sqlite::memory:"), "sqlite::memory:");
+        // (An in-memory URL is left as it is, and then rejected by validation.)
+        assert_eq!(
+            resolve_sqlite_path("sqlite::memory:", Path::new("/etc/feedwatch/config.toml")),
+            "sqlite::memory:"
+        );
         assert_eq!(at("postgres://u@h/db"), "postgres://u@h/db");
         // The environment's override is taken as given.
         let c = Config::from_toml("", Path::new("/etc/feedwatch/config.toml"), |name| {

@@ -24,6 +24,7 @@ pub mod health;
 pub mod normalize;
 pub mod notify;
 pub mod pipeline;
+pub mod reload;
 pub mod source;
 pub mod store;
 pub mod telemetry;

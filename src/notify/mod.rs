@@ -52,14 +52,113 @@ pub struct DeliveryStats {
 /// Sends due deliveries. Build once; cheap to share.
 pub struct Notifier {
     client: reqwest::Client,
-    targets: HashMap<String, Target>,
-    names: Vec<String>,
     config: DeliveryConfig,
-    per_webhook: HashMap<String, Arc<Semaphore>>,
+    /// The webhooks in force; a reload puts a new set here, which the next batch takes.
+    webhooks: std::sync::RwLock<Arc<Webhooks>>,
+    /// The deliveries claimed and not yet sent, for a shutdown to hand back.
+    claims: Claims,
     /// This run of the daemon (`<instance>/<run>`), which its delivery claims carry.
     owner: String,
     /// How long a claim lasts unless the daemon renews it (`daemon.lease`).
     lease: Duration,
+}
+
+/// The configured webhooks, ready to send to: the set a reload swaps whole.
+pub struct Webhooks {
+    targets: HashMap<String, Target>,
+    /// The webhooks' names, sorted: the deliveries the notifier claims.
+    names: Vec<String>,
+    /// Requests under way per webhook; a webhook kept by a reload keeps its semaphore.
+    per_webhook: HashMap<String, Arc<Semaphore>>,
+}
+
+/// The deliveries a notifier holds claims on and has not finished: what a shutdown
+/// releases (and, of those under way when its grace ends, names as abandoned).
+#[derive(Default)]
+struct Claims(std::sync::Mutex<HashMap<uuid::Uuid, Claim>>);
+
+/// One held claim: the webhook (for the log) and whether its request went out. The
+/// claim itself is named in the store by the notifier's owner, which renewals keep
+/// (they move the claim's expiry, so the expiry cannot name it).
+struct Claim {
+    webhook: String,
+    started: bool,
+}
+
+impl Claims {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<uuid::Uuid, Claim>> {
+        // A panic elsewhere while holding the lock leaves a map that is still whole.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn hold(&self, batch: &[Delivery]) {
+        let mut claims = self.lock();
+        for d in batch {
+            claims.insert(
+                d.id,
+                Claim {
+                    webhook: d.webhook.clone(),
+                    started: false,
+                },
+            );
+        }
+    }
+
+    fn start(&self, id: uuid::Uuid) {
+        if let Some(claim) = self.lock().get_mut(&id) {
+            claim.started = true;
+        }
+    }
+
+    fn finish(&self, id: uuid::Uuid) {
+        self.lock().remove(&id);
+    }
+
+    fn take(&self) -> Vec<(uuid::Uuid, Claim)> {
+        self.lock().drain().collect()
+    }
+}
+
+impl Webhooks {
+    /// The webhooks of `config`, each with its signing key parsed; `running`'s
+    /// semaphores are kept for the names it shares with `config`.
+    fn build(
+        config: &Config,
+        running: Option<&Webhooks>,
+        concurrency: usize,
+    ) -> anyhow::Result<Webhooks> {
+        let mut targets = HashMap::new();
+        let mut per_webhook = HashMap::new();
+        for w in &config.webhooks {
+            let key = SigningKey::parse(&w.secret)
+                .map_err(|e| anyhow::anyhow!("webhook {:?}: {e}", w.name()))?;
+            targets.insert(
+                w.name().to_string(),
+                Target {
+                    url: w.url.clone(),
+                    key,
+                },
+            );
+            let limit = running
+                .and_then(|r| r.per_webhook.get(w.name()).cloned())
+                .unwrap_or_else(|| Arc::new(Semaphore::new(concurrency)));
+            per_webhook.insert(w.name().to_string(), limit);
+        }
+        let mut names: Vec<String> = targets.keys().cloned().collect();
+        names.sort();
+        Ok(Webhooks {
+            targets,
+            names,
+            per_webhook,
+        })
+    }
+
+    /// The webhooks' names, sorted.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
 }
 
 /// How many deliveries one claim takes.
@@ -77,79 +176,124 @@ impl Notifier {
             // A redirected POST would arrive as a GET: a 3xx is an error (DESIGN §6).
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        let mut targets = HashMap::new();
-        let mut per_webhook = HashMap::new();
-        for w in &config.webhooks {
-            targets.insert(
-                w.name().to_string(),
-                Target {
-                    url: w.url.clone(),
-                    key: SigningKey::parse(&w.secret)?,
-                },
-            );
-            per_webhook.insert(
-                w.name().to_string(),
-                Arc::new(Semaphore::new(config.delivery.concurrency)),
-            );
-        }
-        let mut names: Vec<String> = targets.keys().cloned().collect();
-        names.sort();
+        let webhooks = Webhooks::build(config, None, config.delivery.concurrency)?;
         Ok(Notifier {
             client,
-            targets,
-            names,
             config: config.delivery.clone(),
-            per_webhook,
+            webhooks: std::sync::RwLock::new(Arc::new(webhooks)),
+            claims: Claims::default(),
             owner,
             lease: config.daemon.lease,
         })
     }
 
+    /// The webhooks of `config`, checked and ready for [`Notifier::set_webhooks`];
+    /// those the running set has too keep their concurrency limits, and new ones get
+    /// the `delivery.concurrency` the notifier started with (a restart-only setting).
+    pub fn webhooks_for(&self, config: &Config) -> anyhow::Result<Webhooks> {
+        Webhooks::build(config, Some(&self.webhooks()), self.config.concurrency)
+    }
+
+    /// Puts `webhooks` in place of the running set: the next batch claimed is theirs.
+    /// Requests under way finish with the set they started with.
+    pub fn set_webhooks(&self, webhooks: Webhooks) {
+        *self
+            .webhooks
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(webhooks);
+    }
+
+    fn webhooks(&self) -> Arc<Webhooks> {
+        self.webhooks
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// Attempts every delivery due now, once each. What fails stays pending.
     pub async fn deliver_due(&self, store: &dyn Store) -> StoreResult<DeliveryStats> {
+        self.deliver_due_until(store, &CancellationToken::new())
+            .await
+    }
+
+    /// [`Notifier::deliver_due`] until `stop`: from then on nothing more is claimed,
+    /// and of a claimed batch only the attempts already under way go on; the rest
+    /// stay claimed in [`Notifier::release_claims`]'s care.
+    async fn deliver_due_until(
+        &self,
+        store: &dyn Store,
+        stop: &CancellationToken,
+    ) -> StoreResult<DeliveryStats> {
         let mut stats = DeliveryStats::default();
-        if self.names.is_empty() {
-            return Ok(stats);
-        }
-        loop {
+        while !stop.is_cancelled() {
+            // Each batch is claimed and sent with the webhooks in force when it starts.
+            let hooks = self.webhooks();
+            if hooks.names.is_empty() {
+                break;
+            }
             let now = Utc::now();
             let lease = now
                 + chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::minutes(1));
             let batch = store
-                .claim_due_deliveries(&self.owner, &self.names, now, lease, CLAIM_BATCH)
+                .claim_due_deliveries(&self.owner, &hooks.names, now, lease, CLAIM_BATCH)
                 .await?;
             if batch.is_empty() {
-                return Ok(stats);
+                break;
             }
-            let results: Vec<StoreResult<DeliveryResult>> = futures_util::stream::iter(batch)
-                .map(|d| self.attempt(store, d))
-                .buffer_unordered(self.config.concurrency * self.names.len())
-                .collect()
-                .await;
+            self.claims.hold(&batch);
+            let results: Vec<StoreResult<Option<DeliveryResult>>> =
+                futures_util::stream::iter(batch)
+                    .map(|d| self.attempt(store, &hooks, d, stop))
+                    .buffer_unordered(self.config.concurrency * hooks.names.len())
+                    .collect()
+                    .await;
             for r in results {
                 match r? {
-                    DeliveryResult::Delivered { .. } => stats.delivered += 1,
-                    DeliveryResult::Retry { .. } => stats.retried += 1,
-                    DeliveryResult::Dead { .. } => stats.dead += 1,
+                    Some(DeliveryResult::Delivered { .. }) => stats.delivered += 1,
+                    Some(DeliveryResult::Retry { .. }) => stats.retried += 1,
+                    Some(DeliveryResult::Dead { .. }) => stats.dead += 1,
+                    None => {}
                 }
             }
         }
+        Ok(stats)
     }
 
-    async fn attempt(&self, store: &dyn Store, d: Delivery) -> StoreResult<DeliveryResult> {
-        let result = match self.targets.get(&d.webhook) {
+    /// Sends one claimed delivery and records the outcome, unless `stop` comes first
+    /// (`None`: not attempted, still claimed).
+    async fn attempt(
+        &self,
+        store: &dyn Store,
+        hooks: &Webhooks,
+        d: Delivery,
+        stop: &CancellationToken,
+    ) -> StoreResult<Option<DeliveryResult>> {
+        let result = match hooks.targets.get(&d.webhook) {
             Some(target) => {
-                let _permit = match self.per_webhook.get(&d.webhook) {
-                    Some(s) => s.clone().acquire_owned().await.ok(),
+                let _permit = match hooks.per_webhook.get(&d.webhook) {
+                    Some(s) => tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => return Ok(None),
+                        permit = s.clone().acquire_owned() => permit.ok(),
+                    },
                     None => None,
                 };
-                self.send(target, &d).await
+                if stop.is_cancelled() {
+                    return Ok(None);
+                }
+                self.claims.start(d.id);
+                let result = self.send(target, &d).await;
+                self.claims.finish(d.id);
+                result
             }
-            None => DeliveryResult::Retry {
-                status_code: None,
-                error: format!("webhook {:?} is not configured", d.webhook),
-                next_attempt_at: Utc::now() + chrono::Duration::hours(1),
-            },
+            None => {
+                self.claims.finish(d.id);
+                DeliveryResult::Retry {
+                    status_code: None,
+                    error: format!("webhook {:?} is not configured", d.webhook),
+                    next_attempt_at: Utc::now() + chrono::Duration::hours(1),
+                }
+            }
         };
         let outcome = match &result {
             DeliveryResult::Delivered { .. } => "delivered",
@@ -174,7 +318,43 @@ impl Notifier {
             }
         }
         store.record_delivery(d.id, &result, Utc::now()).await?;
-        Ok(result)
+        Ok(Some(result))
+    }
+
+    /// Hands back every delivery this notifier still holds a claim on — those claimed
+    /// but never attempted, and those whose attempt a shutdown cut off (logged, by id
+    /// and webhook, as abandoned) — so that the next daemon sends them at once.
+    /// Call it once the notifier has stopped.
+    pub async fn release_claims(&self, store: &dyn Store) {
+        let held = self.claims.take();
+        if held.is_empty() {
+            return;
+        }
+        let mut not_started = 0usize;
+        for (id, claim) in &held {
+            if claim.started {
+                warn!(delivery = %id, webhook = %claim.webhook, "shutdown grace elapsed; abandoning the delivery under way (it is sent again by the next start)");
+            } else {
+                not_started += 1;
+            }
+        }
+        let ids: Vec<uuid::Uuid> = held.iter().map(|(id, _)| *id).collect();
+        let released = match store
+            .release_deliveries(&ids, &self.owner, Utc::now())
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(error = %e, deliveries = ids.len(), "cannot release claimed deliveries; their claims lapse on their own (or go back when the daemon releases its leases)");
+                0
+            }
+        };
+        info!(
+            released,
+            not_started,
+            abandoned = held.len() - not_started,
+            "released the claimed deliveries that were not sent"
+        );
     }
 
     async fn send(&self, target: &Target, d: &Delivery) -> DeliveryResult {
@@ -254,27 +434,34 @@ impl Notifier {
     }
 
     /// Delivers until `cancel`: wakes when a new delivery is queued (`wake`) or
-    /// the next pending one falls due.
+    /// the next pending one falls due. From `cancel` on nothing more is claimed and
+    /// only the attempts under way finish; [`Notifier::release_claims`] hands back
+    /// the rest.
     pub async fn run(&self, store: Arc<dyn Store>, wake: Arc<Notify>, cancel: CancellationToken) {
-        if self.names.is_empty() {
-            // Nothing to deliver; the task still lives as long as the daemon, which
-            // takes a stage that ends early for one that died.
-            cancel.cancelled().await;
-            return;
-        }
         loop {
-            if let Err(e) = self.deliver_due(store.as_ref()).await {
-                warn!(error = %e, "outbox pass failed; retrying shortly");
-            }
-            let sleep_for = match store.next_delivery_due(&self.names).await {
-                Ok(Some(next)) => (next - Utc::now())
-                    .to_std()
-                    .unwrap_or(Duration::ZERO)
-                    .clamp(Duration::from_millis(50), Duration::from_secs(60)),
-                Ok(None) => Duration::from_secs(60),
-                Err(e) => {
-                    warn!(error = %e, "cannot read the outbox");
-                    Duration::from_secs(5)
+            let hooks = self.webhooks();
+            // With no webhook (yet: a reload may add some, and wakes this) the task
+            // still lives as long as the daemon, which takes a stage that ends early
+            // for one that died.
+            let sleep_for = if hooks.names.is_empty() {
+                Duration::from_secs(60)
+            } else {
+                if let Err(e) = self.deliver_due_until(store.as_ref(), &cancel).await {
+                    warn!(error = %e, "outbox pass failed; retrying shortly");
+                }
+                if cancel.is_cancelled() {
+                    return;
+                }
+                match store.next_delivery_due(&hooks.names).await {
+                    Ok(Some(next)) => (next - Utc::now())
+                        .to_std()
+                        .unwrap_or(Duration::ZERO)
+                        .clamp(Duration::from_millis(50), Duration::from_secs(60)),
+                    Ok(None) => Duration::from_secs(60),
+                    Err(e) => {
+                        warn!(error = %e, "cannot read the outbox");
+                        Duration::from_secs(5)
+                    }
                 }
             };
             tokio::select! {

@@ -136,7 +136,7 @@ pub(super) async fn poll(
             "page limit reached; the rest waits for the next poll"
         );
     }
-    polled.stories = prepare::prepare_all(shared, candidates).await;
+    polled.stories = prepare::prepare_all(shared, &job.snapshot.topics, candidates).await;
     info!(
         entries = total,
         unchanged = polled.unchanged,

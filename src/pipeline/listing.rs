@@ -125,7 +125,7 @@ pub(super) async fn poll(
             "page limit reached; the rest waits for the next poll"
         );
     }
-    polled.stories = prepare::prepare_all(shared, candidates).await;
+    polled.stories = prepare::prepare_all(shared, &job.snapshot.topics, candidates).await;
     info!(
         links = found,
         pages = pages_fetched,

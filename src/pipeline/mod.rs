@@ -22,14 +22,19 @@ mod prepare;
 mod record;
 mod scheduler;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
+
+use anyhow::Context;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
-use tracing::{Instrument, debug, error, info_span};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::{Instrument, debug, error, info, info_span};
 use url::Url;
 
 use crate::config::{Config, SourceKind};
@@ -48,11 +53,15 @@ const CHANNEL_BOUND: usize = 16;
 /// Everything the stages share. Cheap to clone.
 #[derive(Clone)]
 pub struct Shared {
+    /// The config the daemon started with: the settings only a restart changes
+    /// (database, HTTP, delivery, admin). Sources, topics and webhooks are read
+    /// from [`Shared::snapshot`].
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub fetcher: Arc<Fetcher>,
-    /// The compiled topics; SIGHUP may put a new set here, which the next poll prepared uses.
-    pub topics: watch::Receiver<Arc<TopicSet>>,
+    /// The sources, topics and webhooks in force; SIGHUP puts a new snapshot here,
+    /// which the next source claimed takes.
+    pub snapshot: watch::Receiver<Arc<Snapshot>>,
     /// Poked when the store queues a delivery, so the notifier wakes at once.
     pub outbox_wake: Arc<Notify>,
     /// Poked when a poll is recorded, so the scheduler recomputes its next wake-up.
@@ -71,11 +80,43 @@ impl Shared {
     }
 }
 
+/// What a reload may change, compiled and swapped as one: the config file it came
+/// from (its sources, topics, webhooks and source defaults), each source's plan,
+/// and the topics. A poll keeps the snapshot in force when its source was claimed
+/// from start to finish, so the topics it matched and the webhooks it alerts come
+/// from one file.
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    /// The configured sources' compiled plans, by name.
+    pub plans: HashMap<String, Arc<SourcePlan>>,
+    pub topics: Arc<TopicSet>,
+}
+
+impl Snapshot {
+    /// Compiles `config`'s sources and topics; the error names the one at fault.
+    pub fn compile(config: Arc<Config>) -> anyhow::Result<Snapshot> {
+        let topics = TopicSet::compile(&config.topic_specs()).context("compiling topics")?;
+        let plans = config
+            .sources
+            .iter()
+            .map(|s| Ok((s.name().to_string(), Arc::new(SourcePlan::new(s)?))))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Snapshot {
+            config,
+            plans,
+            topics: Arc::new(topics),
+        })
+    }
+}
+
 /// A source claimed for one poll.
 #[derive(Clone)]
 pub struct PollJob {
     pub row: SourceRow,
     pub plan: Arc<SourcePlan>,
+    /// The snapshot in force when the source was claimed: its topics and webhooks serve
+    /// the whole poll.
+    pub snapshot: Arc<Snapshot>,
     /// The lease the source was claimed under; the poll's write is fenced by it.
     pub lease_owner: Arc<str>,
 }
@@ -90,6 +131,40 @@ pub struct PipelineStats {
     pub stories_duplicate: AtomicUsize,
     pub stories_unchanged: AtomicUsize,
     pub deliveries_queued: AtomicUsize,
+    /// The polls started and not yet recorded.
+    pub in_flight: PollsInFlight,
+}
+
+/// The polls started and not yet recorded, by source name: what a shutdown whose
+/// grace runs out abandons.
+#[derive(Debug, Default)]
+pub struct PollsInFlight(std::sync::Mutex<std::collections::BTreeMap<String, usize>>);
+
+impl PollsInFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, usize>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn enter(&self, source: &str) {
+        *self.lock().entry(source.to_string()).or_default() += 1;
+    }
+
+    fn leave(&self, source: &str) {
+        let mut polls = self.lock();
+        if let Some(n) = polls.get_mut(source) {
+            *n -= 1;
+            if *n == 0 {
+                polls.remove(source);
+            }
+        }
+    }
+
+    /// The sources with a poll under way, by name.
+    pub fn sources(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
 }
 
 /// Everything one poll produced, for the writer.
@@ -164,29 +239,53 @@ impl PollFailure {
 
 /// Runs the polls received on `jobs` and stores each one's result, until that
 /// channel closes and every poll in flight is stored (or, after retries, left
-/// for the next poll).
-pub async fn run(shared: Shared, mut jobs: mpsc::Receiver<PollJob>, stats: Arc<PipelineStats>) {
+/// for the next poll). From `stop` on, no poll is started: those still queued are
+/// left claimed, for the daemon to release, and only the polls under way go on.
+pub async fn run(
+    shared: Shared,
+    mut jobs: mpsc::Receiver<PollJob>,
+    stats: Arc<PipelineStats>,
+    stop: CancellationToken,
+) {
     let (polled_tx, polled_rx) = mpsc::channel::<Polled>(CHANNEL_BOUND);
     let poll_shared = shared.clone();
-    let poller = tokio::spawn(async move {
+    let poll_stats = stats.clone();
+    // Aborted with this future (a shutdown that runs out of grace), taking its polls along.
+    let poller = AbortOnDropHandle::new(tokio::spawn(async move {
         let mut polls = JoinSet::new();
+        let mut not_started = Vec::new();
         while let Some(job) = jobs.recv().await {
             // Bound the number of polls in flight; the fetcher bounds requests.
-            while polls.len() >= poll_shared.config.http.global_concurrency {
-                polls.join_next().await;
+            while polls.len() >= poll_shared.config.http.global_concurrency && !stop.is_cancelled()
+            {
+                tokio::select! {
+                    _ = polls.join_next() => {}
+                    _ = stop.cancelled() => {}
+                }
             }
+            if stop.is_cancelled() {
+                not_started.push(job.plan.spec.name().to_string());
+                continue;
+            }
+            poll_stats.in_flight.enter(job.plan.spec.name());
             let span = info_span!("poll", source = %job.plan.spec.name(), url = %job.row.url);
-            let (shared, out) = (poll_shared.clone(), polled_tx.clone());
+            let (shared, out, stats) = (poll_shared.clone(), polled_tx.clone(), poll_stats.clone());
             polls.spawn(
                 async move {
+                    let name = job.plan.spec.name().to_string();
                     let polled = poll_guarded(shared, job).await;
-                    let _ = out.send(polled).await;
+                    if out.send(polled).await.is_err() {
+                        stats.in_flight.leave(&name);
+                    }
                 }
                 .instrument(span),
             );
         }
+        if !not_started.is_empty() {
+            info!(sources = ?not_started, "shutting down: polls claimed but not started are handed back");
+        }
         while polls.join_next().await.is_some() {}
-    });
+    }));
     record::run(shared, polled_rx, stats).await;
     // The writer ends when its input closes, i.e. after the polls.
     if let Err(e) = poller.await {
@@ -289,6 +388,7 @@ mod tests {
             plan: Arc::new(plan::plan_of(
                 "[[sources]]\nname = \"hkfp\"\nkind = \"feed\"\nurl = \"https://hongkongfp.com/feed/\"\n",
             )),
+            snapshot: Arc::new(Snapshot::compile(Arc::new(Config::default())).unwrap()),
             lease_owner: Arc::from("test/1"),
         }
     }

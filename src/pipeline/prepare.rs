@@ -6,6 +6,7 @@
 //! at most one poll's batch per core at once, never on a runtime thread.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use url::Url;
@@ -114,12 +115,16 @@ impl Known {
 
 /// Prepares a poll's candidates on the blocking pool. A panic in there is resumed
 /// here, so the poll is recorded as failed rather than half stored.
-pub(crate) async fn prepare_all(shared: &Shared, candidates: Vec<Candidate>) -> Vec<PreparedStory> {
+pub(crate) async fn prepare_all(
+    shared: &Shared,
+    topics: &Arc<TopicSet>,
+    candidates: Vec<Candidate>,
+) -> Vec<PreparedStory> {
     if candidates.is_empty() {
         return Vec::new();
     }
     let _permit = shared.prepare_permits.acquire().await;
-    let topics = shared.topics.borrow().clone();
+    let topics = topics.clone();
     let prepared = tokio::task::spawn_blocking(move || {
         candidates
             .into_iter()

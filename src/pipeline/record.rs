@@ -58,7 +58,11 @@ pub(super) async fn run(
             .drain(..)
             .map(|polled| Pending::new(&shared, polled))
             .collect();
+        let sources: Vec<String> = group.iter().map(|p| p.name.clone()).collect();
         record_group(&shared, &stats, group).await;
+        for source in &sources {
+            stats.in_flight.leave(source);
+        }
     }
 }
 
@@ -84,8 +88,8 @@ impl Pending {
     }
 
     /// The webhooks' view of this poll's alerts.
-    fn outbox<'a>(&'a self, shared: &'a Shared) -> ConfigOutbox<'a> {
-        ConfigOutbox::new(&shared.config, &self.job.row, Utc::now())
+    fn outbox(&self) -> ConfigOutbox<'_> {
+        ConfigOutbox::new(&self.job.snapshot.config, &self.job.row, Utc::now())
     }
 }
 
@@ -93,7 +97,7 @@ impl Pending {
 /// so that one poll the store refuses cannot hold back the others.
 async fn record_group(shared: &Shared, stats: &PipelineStats, group: Vec<Pending>) {
     if group.len() > 1 {
-        let outboxes: Vec<ConfigOutbox> = group.iter().map(|p| p.outbox(shared)).collect();
+        let outboxes: Vec<ConfigOutbox> = group.iter().map(|p| p.outbox()).collect();
         let writes: Vec<(&PollWrite, &dyn OutboxPolicy)> = group
             .iter()
             .zip(&outboxes)
@@ -141,7 +145,7 @@ fn near_duplicates(mine: &[u8], theirs: &[u8]) -> bool {
 /// Stores one poll, retrying; a poll that still cannot be stored releases its lease.
 async fn record(shared: &Shared, stats: &PipelineStats, pending: Pending) {
     let name = &pending.name;
-    let outbox = pending.outbox(shared);
+    let outbox = pending.outbox();
     let saved = (|| {
         shared
             .store
@@ -159,7 +163,7 @@ async fn record(shared: &Shared, stats: &PipelineStats, pending: Pending) {
             error!(source = %name, error = %e, "poll not stored; nothing of it was written, and the next poll does it again");
             stats.polls_failed.fetch_add(1, Ordering::Relaxed);
             let job = &pending.job;
-            let interval = shared.config.interval_of(&job.plan.spec);
+            let interval = interval_now(shared, job);
             let retry = Utc::now() + to_chrono(jittered(interval.min(Duration::from_secs(60))));
             if let Err(e) = shared
                 .store
@@ -187,7 +191,7 @@ fn finish(shared: &Shared, stats: &PipelineStats, pending: Pending, saved: PollS
             ..
         } => (stories, source_events),
         PollSave::LeaseLost => {
-            warn!(source = %name, "the source's lease was taken over while it was polled; nothing of this poll was written");
+            warn!(source = %name, "the source's lease was taken over while it was polled (by another claim, or by a reload that removed the source or changed its URL); nothing of this poll was written");
             return;
         }
     };
@@ -224,7 +228,7 @@ fn finish(shared: &Shared, stats: &PipelineStats, pending: Pending, saved: PollS
 fn poll_write(shared: &Shared, polled: Polled) -> (PollWrite, PollJob) {
     let config = &shared.config;
     let job = &polled.job;
-    let interval = config.interval_of(&job.plan.spec);
+    let interval = interval_now(shared, job);
     let now = Utc::now();
     let outcome = match &polled.result {
         Err(PollFailure {
@@ -290,6 +294,18 @@ fn poll_write(shared: &Shared, polled: Polled) -> (PollWrite, PollJob) {
         window_start: now - window,
     };
     (write, polled.job)
+}
+
+/// The polling interval of `job`'s source in the snapshot in force now: a reload
+/// while the poll was under way may have changed it, and the source's next poll
+/// follows the new file (its matches and alerts stay with the poll's own snapshot).
+/// A source the reload removed keeps the poll's interval.
+fn interval_now(shared: &Shared, job: &PollJob) -> Duration {
+    let current = shared.snapshot.borrow().clone();
+    match current.plans.get(job.plan.spec.name()) {
+        Some(plan) => current.config.interval_of(&plan.spec),
+        None => job.snapshot.config.interval_of(&job.plan.spec),
+    }
 }
 
 fn count_story(stats: &PipelineStats, prepared: &PreparedStory, outcome: SaveOutcome) {

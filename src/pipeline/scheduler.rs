@@ -4,18 +4,17 @@
 //! source's compiled plan, and sleeps until the next source falls due or a
 //! recorded poll wakes it. `once` claims every source at once instead.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
-use tokio::sync::mpsc;
+use tokio::sync::{Mutex, MutexGuard, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::{PollJob, Shared, SourcePlan};
+use super::{PollJob, Shared};
 use crate::store::{SourceRow, SourceState};
 
 /// Most sources claimed at once.
@@ -32,7 +31,6 @@ const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// Claims sources for polls under leases named after this daemon.
 pub struct Scheduler {
     shared: Shared,
-    plans: HashMap<String, Arc<SourcePlan>>,
     /// This daemon's name (`daemon.instance`), the part of its lease owners before
     /// the `/`: the same after a restart, so that the daemon takes its leases back.
     instance: String,
@@ -41,19 +39,29 @@ pub struct Scheduler {
     run: String,
     /// Claims made so far, numbering the leases.
     claims: AtomicU64,
+    /// Held while sources are claimed and given their plans, and by a reload while it
+    /// changes the sources in the store and the snapshot: a claim sees both before or
+    /// both after.
+    claiming: Mutex<()>,
 }
 
 impl Scheduler {
-    /// A scheduler for this run `run` of the daemon (see [`run_id`]).
-    pub fn new(shared: Shared, plans: HashMap<String, Arc<SourcePlan>>, run: String) -> Scheduler {
+    /// A scheduler for this run `run` of the daemon (see [`run_id`]); the plans of
+    /// the sources it claims come from the snapshot in force at each claim.
+    pub fn new(shared: Shared, run: String) -> Scheduler {
         let instance = shared.config.daemon.instance.clone();
         Scheduler {
             shared,
-            plans,
             instance,
             run,
             claims: AtomicU64::new(0),
+            claiming: Mutex::new(()),
         }
+    }
+
+    /// Keeps sources from being claimed until the guard drops (a reload in progress).
+    pub async fn hold_claims(&self) -> MutexGuard<'_, ()> {
+        self.claiming.lock().await
     }
 
     /// This daemon's name: the part of its lease owners before the `/`.
@@ -75,7 +83,7 @@ impl Scheduler {
 
     /// How many sources are configured.
     pub fn sources(&self) -> usize {
-        self.plans.len()
+        self.shared.snapshot.borrow().plans.len()
     }
 
     /// How long a claim holds its source unless renewed (`daemon.lease`); then
@@ -93,15 +101,25 @@ impl Scheduler {
         Arc::from(format!("{holder}/{claim}"))
     }
 
-    fn jobs(&self, rows: Vec<SourceRow>, owner: &Arc<str>) -> impl Iterator<Item = PollJob> {
-        rows.into_iter().filter_map(move |row| {
-            let plan = self.plans.get(&row.name)?.clone();
-            Some(PollJob {
-                row,
-                plan,
-                lease_owner: owner.clone(),
+    /// The polls of the claimed `rows`, each with its plan in the snapshot in force.
+    /// Call it under [`Scheduler::hold_claims`]'s lock, with the claim.
+    fn jobs(&self, rows: Vec<SourceRow>, owner: &Arc<str>) -> Vec<PollJob> {
+        let snapshot = self.shared.snapshot.borrow().clone();
+        rows.into_iter()
+            .filter_map(|row| {
+                let Some(plan) = snapshot.plans.get(&row.name).cloned() else {
+                    // Only a daemon with another config file (on a shared Postgres) gets here.
+                    warn!(source = %row.name, "claimed a source this config does not have; its lease lapses");
+                    return None;
+                };
+                Some(PollJob {
+                    row,
+                    plan,
+                    snapshot: snapshot.clone(),
+                    lease_owner: owner.clone(),
+                })
             })
-        })
+            .collect()
     }
 
     /// Claims every active source, due or not (`once`); sources `configured` lists but
@@ -113,6 +131,7 @@ impl Scheduler {
             .count();
         let owner = self.lease_owner(&self.once_holder());
         let now = Utc::now();
+        let _claiming = self.hold_claims().await;
         let rows = self
             .shared
             .store
@@ -125,7 +144,7 @@ impl Scheduler {
                 "sources leased by a running daemon are left to it"
             );
         }
-        Ok(self.jobs(rows, &owner).collect())
+        Ok(self.jobs(rows, &owner))
     }
 
     /// Claims sources as they fall due and sends their polls to `jobs`, until `cancel`.
@@ -144,15 +163,21 @@ impl Scheduler {
             health.scheduler_beat();
             let now = Utc::now();
             let owner = self.lease_owner(&holder);
+            let claiming = self.hold_claims().await;
             let claimed = store
                 .claim_due_sources(&owner, now, now + self.lease(), CLAIM_BATCH)
-                .await;
+                .await
+                .map(|rows| self.jobs(rows, &owner));
+            drop(claiming);
             let wait = match claimed {
-                Ok(rows) => {
+                Ok(claimed) => {
                     store_failures = 0;
-                    for job in self.jobs(rows, &owner) {
-                        if jobs.send(job).await.is_err() {
-                            return Ok(());
+                    for job in claimed {
+                        // Stopping leaves the rest of the batch claimed: the daemon
+                        // releases its leases once the polls under way are done.
+                        tokio::select! {
+                            sent = jobs.send(job) => if sent.is_err() { return Ok(()) },
+                            _ = cancel.cancelled() => return Ok(()),
                         }
                         health.scheduler_beat();
                     }

@@ -399,7 +399,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Makes `sources` agree with the config: inserts new names, updates kind and
     /// URL (a changed URL reactivates a gone source), disables removed or disabled ones.
+    /// A source disabled, or given another URL, loses its lease, so a poll of it under
+    /// way writes nothing (its stories stay).
     async fn sync_sources(&self, specs: &[SourceSpec]) -> StoreResult<Vec<SourceRow>>;
+
+    /// Brings the next poll of each named source forward to the time given with it,
+    /// where it was later (a reload shortened the source's interval or changed its
+    /// URL); a source already due is left as it is. Returns how many moved.
+    async fn bring_polls_forward(&self, polls: &[(String, DateTime<Utc>)]) -> StoreResult<u64>;
 
     /// The active sources due at `now` and not leased by another daemon, leased to
     /// `owner` until `lease_until` (committed before returning).
@@ -501,6 +508,19 @@ pub trait Store: Send + Sync + 'static {
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> StoreResult<Vec<Delivery>>;
+
+    /// Hands back deliveries `owner` (a run of a daemon, `<instance>/<run>`) claimed and
+    /// never finished (a daemon shutting down): each of `ids` still pending under a
+    /// claim of `owner` is unclaimed and due at `now` again, so the next daemon sends
+    /// it at once rather than when the claim lapses. The claim is matched by its owner,
+    /// not its expiry, which renewals move. A delivery attempted (its claim ended), or
+    /// claimed by another run since, is left alone. Returns how many were released.
+    async fn release_deliveries(
+        &self,
+        ids: &[Uuid],
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
 
     /// The earliest `next_attempt_at` of a pending delivery for the named webhooks.
     async fn next_delivery_due(&self, webhooks: &[String]) -> StoreResult<Option<DateTime<Utc>>>;

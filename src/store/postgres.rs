@@ -217,10 +217,13 @@ impl Store for PostgresStore {
     async fn sync_sources(&self, specs: &[SourceSpec]) -> StoreResult<Vec<SourceRow>> {
         let mut tx = self.pool.begin().await?;
         let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-        sqlx::query("UPDATE sources SET state = 'disabled' WHERE NOT (name = ANY($1))")
-            .bind(&names)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE sources SET state = 'disabled', lease_owner = NULL, lease_until = NULL \
+             WHERE NOT (name = ANY($1))",
+        )
+        .bind(&names)
+        .execute(&mut *tx)
+        .await?;
         let mut rows = Vec::with_capacity(specs.len());
         for s in specs {
             let state = if s.enabled { "active" } else { "disabled" };
@@ -236,6 +239,10 @@ impl Store for PostgresStore {
                    etag = CASE WHEN sources.url <> excluded.url THEN NULL ELSE sources.etag END, \
                    last_modified = CASE WHEN sources.url <> excluded.url THEN NULL \
                      ELSE sources.last_modified END, \
+                   lease_owner = CASE WHEN excluded.state = 'disabled' OR sources.url <> excluded.url THEN NULL \
+                     ELSE sources.lease_owner END, \
+                   lease_until = CASE WHEN excluded.state = 'disabled' OR sources.url <> excluded.url THEN NULL \
+                     ELSE sources.lease_until END, \
                    url = excluded.url \
                  RETURNING ",
                 source_columns!()
@@ -250,6 +257,21 @@ impl Store for PostgresStore {
         }
         tx.commit().await?;
         Ok(rows)
+    }
+
+    async fn bring_polls_forward(&self, polls: &[(String, DateTime<Utc>)]) -> StoreResult<u64> {
+        let mut moved = 0;
+        for (name, by) in polls {
+            let done = sqlx::query(
+                "UPDATE sources SET next_poll_at = $2 WHERE name = $1 AND next_poll_at > $2",
+            )
+            .bind(name)
+            .bind(by)
+            .execute(&self.pool)
+            .await?;
+            moved += done.rows_affected();
+        }
+        Ok(moved)
     }
 
     async fn claim_due_sources(
@@ -495,6 +517,24 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(delivery_row).collect()
+    }
+
+    async fn release_deliveries(
+        &self,
+        ids: &[Uuid],
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET next_attempt_at = $3, lease_owner = NULL \
+             WHERE id = ANY($1) AND status = 'pending' AND lease_owner = $2",
+        )
+        .bind(ids)
+        .bind(owner)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn next_delivery_due(&self, webhooks: &[String]) -> StoreResult<Option<DateTime<Utc>>> {

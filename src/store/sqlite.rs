@@ -309,7 +309,7 @@ impl Store for SqliteStore {
         immediate_tx!(self, |conn| {
             let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
             sqlx::query(
-                "UPDATE sources SET state = 'disabled' \
+                "UPDATE sources SET state = 'disabled', lease_owner = NULL, lease_until = NULL \
                  WHERE name NOT IN (SELECT value FROM json_each(?1))",
             )
             .bind(serde_json::to_string(&names).unwrap_or_else(|_| "[]".into()))
@@ -330,6 +330,10 @@ impl Store for SqliteStore {
                        etag = CASE WHEN sources.url <> excluded.url THEN NULL ELSE sources.etag END, \
                        last_modified = CASE WHEN sources.url <> excluded.url THEN NULL \
                          ELSE sources.last_modified END, \
+                       lease_owner = CASE WHEN excluded.state = 'disabled' OR sources.url <> excluded.url THEN NULL \
+                         ELSE sources.lease_owner END, \
+                       lease_until = CASE WHEN excluded.state = 'disabled' OR sources.url <> excluded.url THEN NULL \
+                         ELSE sources.lease_until END, \
                        url = excluded.url \
                      RETURNING ",
                     source_columns!()
@@ -344,6 +348,21 @@ impl Store for SqliteStore {
             }
             Ok(rows)
         })
+    }
+
+    async fn bring_polls_forward(&self, polls: &[(String, DateTime<Utc>)]) -> StoreResult<u64> {
+        let mut moved = 0;
+        for (name, by) in polls {
+            let done = sqlx::query(
+                "UPDATE sources SET next_poll_at = ?2 WHERE name = ?1 AND next_poll_at > ?2",
+            )
+            .bind(name)
+            .bind(ts(*by))
+            .execute(&self.pool)
+            .await?;
+            moved += done.rows_affected();
+        }
+        Ok(moved)
     }
 
     async fn claim_due_sources(
@@ -583,6 +602,26 @@ impl Store for SqliteStore {
             .await?;
             rows.iter().map(delivery_row).collect()
         })
+    }
+
+    async fn release_deliveries(
+        &self,
+        ids: &[Uuid],
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let ids: Vec<String> = ids.iter().map(|id| id.hyphenated().to_string()).collect();
+        let done = sqlx::query(
+            "UPDATE deliveries SET next_attempt_at = ?3, lease_owner = NULL \
+             WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'pending' \
+               AND lease_owner = ?2",
+        )
+        .bind(serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()))
+        .bind(owner)
+        .bind(ts(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn next_delivery_due(&self, webhooks: &[String]) -> StoreResult<Option<DateTime<Utc>>> {

@@ -79,6 +79,16 @@ async fn settings_run_cannot_work_with_are_rejected_with_their_key() {
         ),
         ("[http]\nmax_body_bytes = 0\n", "http.max_body_bytes"),
         (
+            "[database]\nurl = \"postgres://fw@db.internal:99999/fw\"\n",
+            "database.url",
+        ),
+        (
+            "[database]\nurl = \"postgresfoo://db/fw\"\n",
+            "database.url",
+        ),
+        ("[database]\nurl = \"sqlite://\"\n", "database.url"),
+        ("[database]\nurl = \"sqlite::memory:\"\n", "database.url"),
+        (
             "[[sources]]\nname = \"a\"\nkind = \"feed\"\nurl = \"https://example.org/\"\ninterval = \"1ms\"\n",
             "sources[0] (line 2).interval",
         ),

@@ -109,29 +109,60 @@ async fn wait_for_log(
         .unwrap_or_else(|_| panic!("no {needle:?} in the daemon's log within 30 s"))
 }
 
-async fn sighup_reloads_topics_and_keeps_them_when_the_new_file_is_bad(backend: Backend) {
+/// RSS with one item per `(slug, title, body)`, dated now.
+fn feed_of(items: &[(&str, &str, &str)]) -> Resource {
+    let date = chrono::Utc::now().to_rfc2822();
+    let items: String = items
+        .iter()
+        .map(|(slug, title, body)| {
+            format!(
+                "<item><title>{title}</title><link>https://example.org/{slug}/</link>\
+                 <pubDate>{date}</pubDate><description>{body}</description></item>"
+            )
+        })
+        .collect();
+    Resource::ok(
+        "application/rss+xml",
+        format!(
+            "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>t</title>{items}</channel></rss>"
+        ),
+    )
+}
+
+async fn sighup_applies_sources_topics_and_webhooks_at_once_and_a_broken_file_changes_nothing(
+    backend: Backend,
+) {
     use tokio::io::AsyncBufReadExt;
 
     let Some(db) = TestDb::new(backend).await else {
         return;
     };
     let site = Site::start().await;
-    site.put("/feed", feed(&[]));
-    let receiver = Receiver::start().await;
-    // Webhook `w` takes every topic; `only` filters on the one topic by name.
-    let write_config = |topic: &str, query: &str| {
+    for path in ["/alpha", "/beta", "/gamma"] {
+        site.put(path, feed(&[]));
+    }
+    // `all` takes every topic; `picky` filters on topics by name.
+    let (all, picky) = (Receiver::start().await, Receiver::start().await);
+    let write_config = |sources: &[&str], picky_topics: &str, extra: &str| {
+        let sources: String = sources
+            .iter()
+            .map(|name| {
+                format!(
+                    "[[sources]]\nname = \"{name}\"\nkind = \"feed\"\nurl = \"{}\"\ninterval = \"1s\"\n",
+                    site.url(&format!("/{name}"))
+                )
+            })
+            .collect();
         format!(
-            "{}\n[[sources]]\nname = \"news\"\nkind = \"feed\"\nurl = \"{}\"\ninterval = \"1s\"\n\
-             [[topics]]\nname = \"{topic}\"\nquery = '{query}'\n\
-             [[webhooks]]\nname = \"w\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n\
-             [[webhooks]]\nname = \"only\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\ntopics = [\"{topic}\"]\n",
+            "{}\n{sources}{TEST_TOPICS}{extra}\
+             [[webhooks]]\nname = \"all\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n\
+             [[webhooks]]\nname = \"picky\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\ntopics = [{picky_topics}]\n",
             config_head(&db.url),
-            site.url("/feed"),
-            receiver.url(),
-            receiver.url()
+            all.url(),
+            picky.url()
         )
     };
-    let config = TestConfig::write(&write_config("tariffs", "tariff*"));
+    let config = TestConfig::write(&write_config(&["alpha"], "\"tariffs\"", ""));
     let mut child = command(&["run", "--config", config.path.to_str().unwrap()])
         .env("RUST_LOG", "info")
         .stderr(std::process::Stdio::piped())
@@ -139,68 +170,142 @@ async fn sighup_reloads_topics_and_keeps_them_when_the_new_file_is_bad(backend: 
         .expect("spawn feedwatch run");
     let mut log = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
     wait_for_log(&mut log, "feedwatch running").await;
+    site.wait_for_requests("/alpha", 1, Duration::from_secs(10))
+        .await;
 
-    // The same source and webhook, the tariffs topic swapped for a lasers one.
-    std::fs::write(&config.path, write_config("lasers", "laser* AND drone*")).unwrap();
-    signal(&child, "-HUP");
-    // The running `only` webhook keeps its tariffs filter until a restart, and says so.
-    let line = wait_for_log(&mut log, "no longer has").await;
-    assert!(line.contains("only") && line.contains("tariffs"), "{line}");
-    let line = wait_for_log(&mut log, "SIGHUP").await;
-    assert!(line.contains("topics reloaded"), "{line}");
-
-    site.put(
-        "/feed",
-        feed(&[
-            ("Steel tariffs rise again", "New tariffs on steel."),
-            ("A laser downs drones", "The laser hit three drones."),
-        ]),
-    );
-    let received = receiver.wait_for(1, Duration::from_secs(30)).await;
-    assert!(
-        received[0].body.contains("\"lasers\""),
-        "{}",
-        received[0].body
-    );
-
-    // A file that does not parse: the daemon says so, keeps running and keeps the lasers topic.
-    std::fs::write(&config.path, "[[topics]\nname = \"broken\"\n").unwrap();
+    // beta added, alpha removed, picky switched from tariffs to lasers; a restart-only
+    // setting changed too.
+    std::fs::write(
+        &config.path,
+        write_config(&["beta"], "\"counter-drone-lasers\"", "")
+            .replace("max_connections = 2", "max_connections = 3"),
+    )
+    .unwrap();
     signal(&child, "-HUP");
     let line = wait_for_log(&mut log, "SIGHUP").await;
-    assert!(line.contains("not reloaded"), "{line}");
-    assert!(line.contains(config.path.to_str().unwrap()), "{line}");
+    assert!(line.contains("config reloaded"), "{line}");
+    assert!(
+        line.contains("[\"beta\"]") && line.contains("[\"alpha\"]"),
+        "names what was added and removed: {line}"
+    );
+    let line = wait_for_log(&mut log, "SIGHUP").await;
+    assert!(
+        line.contains("database.max_connections") && line.contains("restart"),
+        "{line}"
+    );
+    let alpha_polls = site.requests_to("/alpha").len();
+
+    let stories = [
+        (
+            "tariffs",
+            "Steel tariffs rise again",
+            "New tariffs on steel.",
+        ),
+        (
+            "laser",
+            "A laser downs drones",
+            "The laser hit three drones.",
+        ),
+    ];
     site.put(
-        "/feed",
-        feed(&[
-            ("Steel tariffs rise again", "New tariffs on steel."),
-            ("A laser downs drones", "The laser hit three drones."),
-            ("Drones meet a laser", "Another laser stopped more drones."),
+        "/alpha",
+        feed_of(&[("alpha-1", stories[0].1, stories[0].2)]),
+    );
+    site.put(
+        "/beta",
+        feed_of(&[
+            ("beta-1", stories[0].1, stories[0].2),
+            ("beta-2", stories[1].1, stories[1].2),
         ]),
     );
-    let received = receiver.wait_for(2, Duration::from_secs(30)).await;
+    // Both of beta's stories go to `all`; only the lasers one to `picky`.
+    let got = picky.wait_for(1, Duration::from_secs(30)).await;
     assert!(
-        received[1].body.contains("\"lasers\""),
+        got[0].body.contains("\"counter-drone-lasers\""),
         "{}",
-        received[1].body
+        got[0].body
     );
+    assert!(got[0].body.contains("beta-2"), "{}", got[0].body);
+    all.wait_for(2, Duration::from_secs(30)).await;
 
-    // Keep reading the log so the daemon never blocks on a full pipe while it drains.
+    // A file that fails to load (a topic's query does not parse) changes nothing:
+    // gamma is not added, picky keeps its lasers filter.
+    std::fs::write(
+        &config.path,
+        write_config(
+            &["beta", "gamma"],
+            "\"tariffs\"",
+            "[[topics]]\nname = \"broken\"\nquery = 'steel AND (iron OR'\n",
+        ),
+    )
+    .unwrap();
+    signal(&child, "-HUP");
+    let line = wait_for_log(&mut log, "SIGHUP").await;
+    assert!(line.contains("not reloaded, nothing changed"), "{line}");
+    assert!(
+        line.contains(config.path.to_str().unwrap()) && line.contains("broken"),
+        "{line}"
+    );
+    site.put(
+        "/beta",
+        feed_of(&[
+            ("beta-1", stories[0].1, stories[0].2),
+            ("beta-2", stories[1].1, stories[1].2),
+            (
+                "beta-3",
+                "Levies on steel widen",
+                "The new levies cover steel pipes and tariffs on wire.",
+            ),
+            (
+                "beta-4",
+                "Drones meet a laser",
+                "Another laser stopped more drones.",
+            ),
+        ]),
+    );
+    let got = picky.wait_for(2, Duration::from_secs(30)).await;
+    assert!(got[1].body.contains("beta-4"), "{}", got[1].body);
+    all.wait_for(4, Duration::from_secs(30)).await;
+
     let drain = tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
     let exit = terminate(&mut child, Duration::from_secs(10)).await;
     assert_eq!(exit.code(), Some(0));
     drain.await.unwrap();
 
-    let store = feedwatch::store::connect(&db.url, 2).await.unwrap();
-    let counts = store.counts().await.unwrap();
-    assert_eq!(counts.stories, 3);
     assert_eq!(
-        counts.matches, 2,
-        "the tariffs story matched nothing after the reload"
+        picky.received().len(),
+        2,
+        "picky never took a tariffs story"
     );
-    store.close().await;
+    assert!(
+        site.requests_to("/gamma").is_empty(),
+        "the broken file's source was never polled"
+    );
+    assert!(
+        site.requests_to("/alpha").len() <= alpha_polls + 1,
+        "the removed source is not polled again (one poll may have been under way)"
+    );
+    let sources = db.sources().await;
+    let state = |name: &str| {
+        sources
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.state.clone())
+    };
+    assert_eq!(state("alpha").as_deref(), Some("disabled"));
+    assert_eq!(state("beta").as_deref(), Some("active"));
+    assert_eq!(state("gamma"), None);
+    let stories = db.stories().await;
+    assert!(
+        stories.iter().all(|s| s.source == "beta"),
+        "nothing of the removed source was stored: {stories:?}"
+    );
+    assert_eq!(stories.len(), 4);
     db.cleanup().await;
 }
-both_backends!(sighup_reloads_topics_and_keeps_them_when_the_new_file_is_bad);
+both_backends!(
+    sighup_applies_sources_topics_and_webhooks_at_once_and_a_broken_file_changes_nothing
+);
 
 async fn a_stage_that_dies_ends_the_daemon_non_zero(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else {
@@ -258,15 +363,28 @@ async fn a_daemon_killed_mid_poll_polls_those_sources_again_at_restart(backend: 
     site.put("/b", slow("Copper tariffs rise"));
     let interval = Duration::from_secs(5);
     // A lease far longer than the test: only taking it back can explain a prompt re-poll.
-    let daemon = |source: &str, timeout: &str| {
-        format!(
-            "{}\n[[sources]]\nname = \"{source}\"\nkind = \"feed\"\nurl = \"{}\"\ninterval = \"5s\"\n",
-            config_head_with(&db.url, "lease = \"10m\"")
-                .replace("\ntimeout = \"5s\"", &format!("\ntimeout = \"{timeout}\"")),
-            site.url(&format!("/{source}"))
-        )
+    let daemon = |sources: &[&str], timeout: &str| {
+        let mut text = config_head_with(&db.url, "lease = \"10m\"")
+            .replace("\ntimeout = \"5s\"", &format!("\ntimeout = \"{timeout}\""));
+        for source in sources {
+            text.push_str(&format!(
+                "\n[[sources]]\nname = \"{source}\"\nkind = \"feed\"\nurl = \"{}\"\ninterval = \"5s\"\n",
+                site.url(&format!("/{source}"))
+            ));
+        }
+        text
     };
-    let config_a = TestConfig::write(&daemon("a", "5s"));
+    // Daemons sharing a database share their sources: a source missing from the file of
+    // a daemon that starts is disabled and its lease taken back (as a reload does), so
+    // on Postgres `a`'s file lists `b` too, which `b`'s daemon holds.
+    let config_a = TestConfig::write(&daemon(
+        if backend == Backend::Postgres {
+            &["a", "b"]
+        } else {
+            &["a"]
+        },
+        "5s",
+    ));
     let spawn = |config: &TestConfig| {
         command(&["run", "--config", config.path.to_str().unwrap()])
             .spawn()
@@ -274,7 +392,7 @@ async fn a_daemon_killed_mid_poll_polls_those_sources_again_at_restart(backend: 
     };
     // On Postgres a second daemon shares the database, with a config file of its own (so
     // a name of its own) and a poll in flight the whole time (its timeout is a minute).
-    let config_b = TestConfig::write(&daemon("b", "60s"));
+    let config_b = TestConfig::write(&daemon(&["b"], "60s"));
     let _b = if backend == Backend::Postgres {
         let b = spawn(&config_b);
         site.wait_for_requests("/b", 1, Duration::from_secs(30))
@@ -387,3 +505,374 @@ async fn readyz_says_not_ready_while_a_stage_is_stuck(backend: Backend) {
     db.cleanup().await;
 }
 both_backends!(readyz_says_not_ready_while_a_stage_is_stuck);
+
+/// RSS with `n` distinct stories about tariffs, dated now: no two are duplicates or
+/// near duplicates, so each makes a delivery of its own.
+fn distinct_tariff_stories(n: usize) -> Resource {
+    let date = chrono::Utc::now().to_rfc2822();
+    let items: String = (0..n)
+        .map(|i| {
+            // Words of the story's own, so no two stories share their shingles.
+            let sentence: Vec<String> = (0..30)
+                .map(|k| blake3::hash(format!("{i}/{k}").as_bytes()).to_hex()[..8].to_string())
+                .collect();
+            format!(
+                "<item><title>Tariffs bulletin {i}</title><link>https://example.org/drain/{i}/</link>\
+                 <pubDate>{date}</pubDate><description>New tariffs, report {i}: {}.</description></item>",
+                sentence.join(" ")
+            )
+        })
+        .collect();
+    Resource::ok(
+        "application/rss+xml",
+        format!(
+            "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>t</title>{items}</channel></rss>"
+        ),
+    )
+}
+
+/// Runs `feedwatch run` with info logs piped; the log is read (and kept) by a task of
+/// its own, so the daemon never blocks on a full pipe.
+fn run_with_log(config: &TestConfig) -> (tokio::process::Child, tokio::task::JoinHandle<String>) {
+    use tokio::io::AsyncReadExt;
+    let mut child = command(&["run", "--config", config.path.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn feedwatch run");
+    let mut stderr = child.stderr.take().unwrap();
+    let log = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+    (child, log)
+}
+
+async fn sigterm_with_a_backlog_stops_claiming_and_hands_back_what_was_not_sent(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let site = Site::start().await;
+    site.put("/feed", distinct_tariff_stories(60));
+    let receiver = Receiver::start().await;
+    // A slow receiver: each answer takes 1 s, and 4 requests go out at once. Claims
+    // last 1 s, so the daemon renews its claim on the backlog every third of a second:
+    // the hand-back must find the claim by its owner, not by an expiry renewals moved.
+    receiver.set_delay(Duration::from_secs(1));
+    let config = TestConfig::write(&format!(
+        "{}\n[[sources]]\nname = \"news\"\nkind = \"feed\"\nurl = \"{}\"\ninterval = \"60s\"\n{TEST_TOPICS}\
+         [[webhooks]]\nname = \"w\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n",
+        config_head_with(&db.url, "lease = \"1s\""),
+        site.url("/feed"),
+        receiver.url()
+    ));
+    let (mut child, log) = run_with_log(&config);
+
+    // The 60 deliveries are queued and the second wave of requests is out (so the
+    // claim was renewed at least once, a second after it was made): stop now.
+    receiver.wait_for(5, Duration::from_secs(30)).await;
+    let asked = std::time::Instant::now();
+    let exit = terminate(&mut child, Duration::from_secs(10)).await;
+    let took = asked.elapsed();
+    let log = log.await.unwrap();
+    assert_eq!(exit.code(), Some(0), "{log}");
+    assert!(
+        took < Duration::from_secs(5),
+        "exit took {took:?} of a 10 s grace: the requests under way take 1 s\n{log}"
+    );
+    assert!(
+        !log.contains("abandoning unfinished polls"),
+        "no poll was running: {log}"
+    );
+    assert!(
+        log.contains("released the claimed deliveries that were not sent"),
+        "{log}"
+    );
+
+    // What was not sent is pending and due now, not locked behind a claim.
+    let store = feedwatch::store::connect(&db.url, 2).await.unwrap();
+    let sent_before = receiver.webhook_ids().len();
+    let rows = store.list_deliveries(None, 100).await.unwrap();
+    assert_eq!(rows.len(), 60);
+    let pending: Vec<_> = rows.iter().filter(|d| d.status == "pending").collect();
+    assert!(
+        pending.len() >= 40,
+        "most of the backlog was left unsent: {} pending, {sent_before} sent",
+        pending.len()
+    );
+    let now = chrono::Utc::now();
+    assert!(
+        pending.iter().all(|d| d.next_attempt_at <= now),
+        "every unsent delivery is due at once: {:?}",
+        pending
+            .iter()
+            .map(|d| d.next_attempt_at)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        pending.iter().all(|d| d.attempts == 0),
+        "none of them was attempted"
+    );
+    // The notifier itself handed back every one of them (not only the release of the
+    // instance's leases that follows it).
+    let released = log
+        .lines()
+        .find(|l| l.contains("released the claimed deliveries that were not sent"))
+        .and_then(|l| l.split("released=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<usize>().ok());
+    assert_eq!(released, Some(pending.len()), "{log}");
+    store.close().await;
+
+    // The next start sends every one of them at once.
+    receiver.set_delay(Duration::ZERO);
+    let (mut child, log) = run_with_log(&config);
+    receiver.wait_for_ids(60, Duration::from_secs(20)).await;
+    let exit = terminate(&mut child, Duration::from_secs(10)).await;
+    let log = log.await.unwrap();
+    assert_eq!(exit.code(), Some(0), "{log}");
+    let store = feedwatch::store::connect(&db.url, 2).await.unwrap();
+    let counts = store.counts().await.unwrap();
+    assert_eq!(
+        (counts.deliveries_delivered, counts.deliveries_pending),
+        (60, 0),
+        "{log}"
+    );
+    store.close().await;
+    db.cleanup().await;
+}
+both_backends!(sigterm_with_a_backlog_stops_claiming_and_hands_back_what_was_not_sent);
+
+/// A config with one source, `stuck`, on a server that never answers (polls time out
+/// after 5 s), and `grace` to drain.
+fn stuck_source_config(
+    db: &TestDb,
+    server: &crate::support::raw::RawServer,
+    grace: &str,
+) -> TestConfig {
+    TestConfig::write(&format!(
+        "{}\n[[sources]]\nname = \"stuck\"\nkind = \"feed\"\nurl = \"{}\"\n{TEST_TOPICS}",
+        config_head(&db.url).replace(
+            "shutdown_grace = \"10s\"",
+            &format!("shutdown_grace = \"{grace}\"")
+        ),
+        server.url("/feed"),
+    ))
+}
+
+/// Waits until `server` has read a request (a poll is under way).
+async fn wait_for_a_request(server: &crate::support::raw::RawServer) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while server.requests() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the source was never polled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn work_outlasting_the_grace_is_abandoned_by_name_and_handed_back(backend: Backend) {
+    use crate::support::raw::{Misbehaviour, RawServer};
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    // `stuck` never answers (its poll times out after 5 s); `news` has one story for
+    // a receiver that takes 1.8 s to answer (the delivery timeout is 2 s).
+    let server = RawServer::start(Misbehaviour::NeverAnswers).await;
+    let site = Site::start().await;
+    site.put("/news", distinct_tariff_stories(1));
+    let receiver = Receiver::start().await;
+    receiver.set_delay(Duration::from_millis(1800));
+    let config = TestConfig::write(&format!(
+        "{}\n[[sources]]\nname = \"stuck\"\nkind = \"feed\"\nurl = \"{}\"\n\
+         [[sources]]\nname = \"news\"\nkind = \"feed\"\nurl = \"{}\"\n{TEST_TOPICS}\
+         [[webhooks]]\nname = \"w\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n",
+        config_head(&db.url).replace("shutdown_grace = \"10s\"", "shutdown_grace = \"1s\""),
+        server.url("/feed"),
+        site.url("/news"),
+        receiver.url(),
+    ));
+    let (mut child, log) = run_with_log(&config);
+    wait_for_a_request(&server).await;
+    receiver.wait_for(1, Duration::from_secs(30)).await;
+    let asked = std::time::Instant::now();
+    let exit = terminate(&mut child, Duration::from_secs(10)).await;
+    let took = asked.elapsed();
+    let log = log.await.unwrap();
+    assert_eq!(exit.code(), Some(0), "{log}");
+    assert!(
+        took < Duration::from_secs(4),
+        "the 1 s grace bounds the drain, not the 5 s poll: {took:?}\n{log}"
+    );
+    let line = |needle: &str| {
+        log.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in the log: {log}"))
+            .to_string()
+    };
+    let polls = line("abandoning unfinished polls");
+    assert!(
+        polls.contains("stuck") && !polls.contains("news"),
+        "{polls}"
+    );
+    let delivery = line("abandoning the delivery under way");
+    let id = receiver.received()[0].header("webhook-id").to_string();
+    assert!(
+        delivery.contains(&id) && delivery.contains("webhook=w"),
+        "named by id and webhook: {delivery}"
+    );
+    assert!(
+        !delivery.contains(&receiver.url()),
+        "never the URL: {delivery}"
+    );
+    line("released the leases of polls not finished");
+
+    // The abandoned delivery is due at once; the abandoned poll's source is not leased.
+    let store = feedwatch::store::connect(&db.url, 2).await.unwrap();
+    let rows = store.list_deliveries(None, 10).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].status, "pending");
+    assert!(
+        rows[0].next_attempt_at <= chrono::Utc::now(),
+        "{:?}",
+        rows[0]
+    );
+    store.close().await;
+    receiver.set_delay(Duration::ZERO);
+    let out = feedwatch(&["once", "--config", config.path.to_str().unwrap()]).await;
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("left to it"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(server.requests(), 2, "{}", describe(&out));
+    assert_eq!(
+        receiver.webhook_ids().len(),
+        1,
+        "the same delivery, sent again"
+    );
+    assert_eq!(receiver.received().len(), 2, "{}", describe(&out));
+    db.cleanup().await;
+}
+both_backends!(work_outlasting_the_grace_is_abandoned_by_name_and_handed_back);
+
+async fn a_second_signal_during_the_drain_exits_at_once(backend: Backend) {
+    use crate::support::raw::{Misbehaviour, RawServer};
+    use tokio::io::AsyncBufReadExt;
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let server = RawServer::start(Misbehaviour::NeverAnswers).await;
+    let config = stuck_source_config(&db, &server, "30s");
+    let mut child = command(&["run", "--config", config.path.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn feedwatch run");
+    let mut log = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    wait_for_a_request(&server).await;
+    signal(&child, "-TERM");
+    wait_for_log(&mut log, "shutting down").await;
+    // The poll under way holds the drain for up to 5 s; a second signal cuts it short.
+    let asked = std::time::Instant::now();
+    signal(&child, "-INT");
+    let line = wait_for_log(&mut log, "received again").await;
+    assert!(
+        line.contains("SIGINT") && line.contains("exiting at once"),
+        "{line}"
+    );
+    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(exit.code(), Some(130), "128 + SIGINT");
+    db.cleanup().await;
+}
+both_backends!(a_second_signal_during_the_drain_exits_at_once);
+
+async fn sighup_follows_a_source_s_new_url_interval_and_enabled_at_once(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let site = Site::start().await;
+    for path in ["/moved-old", "/moved-new", "/slow", "/off"] {
+        site.put(path, feed(&[]));
+    }
+    // Every source polled once an hour: after its first poll, only a reload brings it back.
+    let write_config = |moved: &str, slow_interval: &str, off_enabled: bool| {
+        format!(
+            "{}\n[[sources]]\nname = \"moved\"\nkind = \"feed\"\nurl = \"{}\"\ninterval = \"1h\"\n\
+             [[sources]]\nname = \"slow\"\nkind = \"feed\"\nurl = \"{}\"\ninterval = \"{slow_interval}\"\n\
+             [[sources]]\nname = \"off\"\nkind = \"feed\"\nurl = \"{}\"\ninterval = \"1s\"\nenabled = {off_enabled}\n\
+             {TEST_TOPICS}",
+            config_head(&db.url),
+            site.url(moved),
+            site.url("/slow"),
+            site.url("/off"),
+        )
+    };
+    let config = TestConfig::write(&write_config("/moved-old", "1h", true));
+    let (mut child, log) = run_with_log(&config);
+    for path in ["/moved-old", "/slow", "/off"] {
+        site.wait_for_requests(path, 1, Duration::from_secs(30))
+            .await;
+    }
+    // Each first poll is recorded (scheduled an hour out) before the reload.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while db
+        .sources()
+        .await
+        .iter()
+        .any(|s| s.last_polled_at.is_none())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            db.sources().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    std::fs::write(&config.path, write_config("/moved-new", "1s", false)).unwrap();
+    signal(&child, "-HUP");
+    // The new URL is polled at once, and the source whose interval shrank to 1 s twice
+    // more, where the old schedule would wait an hour.
+    site.wait_for_requests("/moved-new", 1, Duration::from_secs(15))
+        .await;
+    site.wait_for_requests("/slow", 3, Duration::from_secs(15))
+        .await;
+    let off_polls = site.requests_to("/off").len();
+    site.wait_for_requests("/slow", 5, Duration::from_secs(15))
+        .await;
+    assert!(
+        site.requests_to("/off").len() <= off_polls + 1,
+        "a disabled source is not polled (one poll may have been under way)"
+    );
+    assert_eq!(
+        site.requests_to("/moved-old").len(),
+        1,
+        "the old URL is not polled again"
+    );
+    let exit = terminate(&mut child, Duration::from_secs(10)).await;
+    let log = log.await.unwrap();
+    assert_eq!(exit.code(), Some(0), "{log}");
+    let changed = log
+        .lines()
+        .find(|l| l.contains("config reloaded"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        changed.contains("moved") && changed.contains("slow") && changed.contains("off"),
+        "{changed}"
+    );
+    let off = db.source("off").await;
+    assert_eq!(off.state, "disabled");
+    db.cleanup().await;
+}
+both_backends!(sighup_follows_a_source_s_new_url_interval_and_enabled_at_once);

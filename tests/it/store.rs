@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use feedwatch::store::{
-    self, AlertTarget, NewStory, OutboxPolicy, PollOutcome, PollSave, PollWrite, PreparedStory,
-    SaveOutcome, SourceEvent, SourceSpec, SourceState, Store, StreakChange,
+    self, AlertTarget, DeliveryResult, NewStory, OutboxPolicy, PollOutcome, PollSave, PollWrite,
+    PreparedStory, SaveOutcome, SourceEvent, SourceSpec, SourceState, Store, StreakChange,
 };
 use feedwatch::topics::TopicMatch;
 
@@ -225,6 +225,80 @@ async fn claimed_deliveries_are_hidden_until_their_lease_ends(backend: Backend) 
     db.cleanup().await;
 }
 both_backends!(claimed_deliveries_are_hidden_until_their_lease_ends);
+
+async fn claimed_deliveries_are_released_only_under_their_own_claim(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let (store, src) = open(&db).await;
+    for i in 0..3 {
+        save(
+            store.as_ref(),
+            &story(src, &format!("https://h.example/{i}"), &format!("b{i}")),
+            &tariff_match(),
+        )
+        .await;
+    }
+    let hooks = vec!["w".to_string()];
+    let now = Utc::now();
+    let until = now + Duration::minutes(5);
+    let claimed = store
+        .claim_due_deliveries("a/r", &hooks, now, until, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    let ids: Vec<_> = claimed.iter().map(|d| d.id).collect();
+    // One of them was attempted meanwhile: its retry time is its own, not a claim's.
+    let retry_at = now + Duration::minutes(30);
+    store
+        .record_delivery(
+            ids[0],
+            &DeliveryResult::Retry {
+                status_code: Some(503),
+                error: "busy".into(),
+                next_attempt_at: retry_at,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+
+    // The run renews its claims meanwhile: that moves their expiry, not their owner.
+    assert_eq!(
+        store
+            .renew_leases("a/r", until + Duration::minutes(5))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store.release_deliveries(&ids, "a/s", now).await.unwrap(),
+        0,
+        "another run of the same daemon does not hold these claims"
+    );
+    assert_eq!(
+        store.release_deliveries(&ids, "a/r", now).await.unwrap(),
+        2,
+        "the two never attempted are released, renewed or not; the attempted one keeps its retry time"
+    );
+    assert_eq!(
+        store.renew_leases("a/r", until).await.unwrap(),
+        0,
+        "released claims are no longer the run's to renew"
+    );
+    let due = store
+        .claim_due_deliveries("b/r", &hooks, now, until, 10)
+        .await
+        .unwrap();
+    let mut due: Vec<_> = due.iter().map(|d| d.id).collect();
+    due.sort();
+    let mut expected = ids[1..].to_vec();
+    expected.sort();
+    assert_eq!(due, expected, "released deliveries are due at once");
+    store.close().await;
+    db.cleanup().await;
+}
+both_backends!(claimed_deliveries_are_released_only_under_their_own_claim);
 
 async fn a_failure_streak_is_counted_and_reset(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else {
@@ -913,3 +987,76 @@ async fn an_instance_renews_and_takes_back_its_source_and_delivery_leases(backen
     db.cleanup().await;
 }
 both_backends!(an_instance_renews_and_takes_back_its_source_and_delivery_leases);
+
+fn spec(name: &str, url: &str) -> SourceSpec {
+    SourceSpec {
+        name: name.into(),
+        kind: "feed".into(),
+        url: url.into(),
+        enabled: true,
+    }
+}
+
+async fn a_reload_takes_back_the_leases_of_sources_removed_or_moved_and_brings_polls_forward(
+    backend: Backend,
+) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let store = store::connect(&db.url, 2).await.unwrap();
+    let specs = [
+        spec("a", "https://a.example/feed"),
+        spec("b", "https://b.example/feed"),
+        spec("c", "https://c.example/feed"),
+    ];
+    store.sync_sources(&specs).await.unwrap();
+    let now = Utc::now();
+    let polled = store
+        .claim_every_source("x/1", now, now + Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(polled.len(), 3);
+
+    // Polls of all three under way; the new file keeps a, moves b, drops c.
+    store
+        .sync_sources(&[
+            spec("a", "https://a.example/feed"),
+            spec("b", "https://b.example/new-feed"),
+        ])
+        .await
+        .unwrap();
+    let free: Vec<String> = store
+        .claim_every_source("y/1", now, now + Duration::hours(1))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(
+        free,
+        ["b"],
+        "a keeps its poll's lease; b's was taken back; c is disabled"
+    );
+
+    // Scheduled an hour out, then one source's interval shrinks to a minute.
+    store.release_leases(None).await.unwrap();
+    let later = now + Duration::hours(1);
+    store.sync_sources(&specs[..2]).await.unwrap();
+    for row in store.claim_every_source("z/1", now, later).await.unwrap() {
+        assert!(store.release_source(row.id, "z/1", later).await.unwrap());
+    }
+    let soon = now + Duration::minutes(1);
+    let moved = store
+        .bring_polls_forward(&[("a".into(), soon), ("b".into(), later + Duration::hours(1))])
+        .await
+        .unwrap();
+    assert_eq!(moved, 1, "a poll is brought forward, never pushed back");
+    let next = store.next_poll_due(now).await.unwrap().unwrap();
+    assert!(
+        (next - soon).num_milliseconds().abs() < 1,
+        "{next} is a's new time {soon}"
+    );
+    store.close().await;
+    db.cleanup().await;
+}
+both_backends!(a_reload_takes_back_the_leases_of_sources_removed_or_moved_and_brings_polls_forward);

@@ -226,6 +226,8 @@ struct ReceiverState {
     count: watch::Sender<usize>,
     /// Statuses to answer with, in order; 200 once they run out.
     script: Mutex<Vec<u16>>,
+    /// How long each answer takes (a slow receiver).
+    delay: Mutex<Duration>,
 }
 
 /// A webhook receiver.
@@ -253,6 +255,7 @@ impl Receiver {
             received: Mutex::new(Vec::new()),
             count,
             script: Mutex::new(statuses.into_iter().rev().collect()),
+            delay: Mutex::new(Duration::ZERO),
         });
         let app = Router::new().fallback(receive).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
@@ -263,6 +266,33 @@ impl Receiver {
 
     pub fn url(&self) -> String {
         format!("http://{}/hook", self.addr)
+    }
+
+    /// Makes each answer from now on take `delay` (the request is recorded on arrival).
+    pub fn set_delay(&self, delay: Duration) {
+        *self.state.delay.lock().unwrap() = delay;
+    }
+
+    /// The distinct `webhook-id`s received so far.
+    pub fn webhook_ids(&self) -> std::collections::BTreeSet<String> {
+        self.received()
+            .iter()
+            .map(|r| r.header("webhook-id").to_string())
+            .collect()
+    }
+
+    /// Waits until `n` distinct webhook ids arrived; panics after `timeout`.
+    pub async fn wait_for_ids(&self, n: usize, timeout: Duration) {
+        let mut rx = self.state.count.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|_| self.webhook_ids().len() >= n))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "webhook receiver got {} distinct deliveries, expected {n} within {timeout:?}",
+                    self.webhook_ids().len()
+                )
+            })
+            .unwrap();
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -299,5 +329,9 @@ async fn receive(
     let n = state.received.lock().unwrap().len();
     state.count.send_replace(n);
     let status = state.script.lock().unwrap().pop().unwrap_or(200);
+    let delay = *state.delay.lock().unwrap();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     StatusCode::from_u16(status).unwrap()
 }
