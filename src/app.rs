@@ -562,8 +562,9 @@ async fn prune_bands(store: &dyn Store, window: Duration) -> store::StoreResult<
             stories = total,
             "pruned the near-duplicate index of stories older than the dedup window"
         );
-        metrics::counter!("feedwatch_dedup_pruned_stories_total").increment(total);
     }
+    // Counted even when 0, so the series exists from the first pass.
+    metrics::counter!("feedwatch_dedup_pruned_stories_total").increment(total);
     Ok(total)
 }
 

@@ -295,6 +295,12 @@ impl Notifier {
                 }
             }
         };
+        if let DeliveryResult::Delivered { .. } = &result {
+            // Story (or event) stored to its 2xx, retries included.
+            let latency = (Utc::now() - d.created_at).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics::histogram!("feedwatch_delivery_latency_seconds", "webhook" => d.webhook.clone())
+                .record(latency);
+        }
         let outcome = match &result {
             DeliveryResult::Delivered { .. } => "delivered",
             DeliveryResult::Retry { .. } => "retry",

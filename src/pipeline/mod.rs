@@ -255,6 +255,9 @@ pub async fn run(
         let mut polls = JoinSet::new();
         let mut not_started = Vec::new();
         while let Some(job) = jobs.recv().await {
+            // Claimed sources waiting for a poll slot.
+            metrics::gauge!("feedwatch_stage_queue_depth", "stage" => "poll")
+                .set(jobs.len() as f64);
             // Bound the number of polls in flight; the fetcher bounds requests.
             while polls.len() >= poll_shared.config.http.global_concurrency && !stop.is_cancelled()
             {
@@ -348,11 +351,15 @@ async fn fetch_source(shared: &Shared, job: &PollJob) -> Result<Answer, PollFail
         etag: job.row.etag.clone(),
         last_modified: job.row.last_modified.clone(),
     };
-    match shared
+    let started = std::time::Instant::now();
+    let fetched = shared
         .fetcher
         .get(&url, &validators, &FetchPolicy::source(&url))
-        .await
-    {
+        .await;
+    // From asking to the answer, waits for the host's politeness included.
+    metrics::histogram!("feedwatch_fetch_duration_seconds", "kind" => "source")
+        .record(started.elapsed().as_secs_f64());
+    match fetched {
         Ok(FetchOutcome::NotModified) => {
             debug!("not modified");
             Ok(Answer::NotModified(Fetched {

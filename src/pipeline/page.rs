@@ -29,11 +29,14 @@ pub(crate) async fn fetch_article(
     let source_url = Url::parse(&plan.spec.url)
         .map_err(|e| format!("bad source URL {:?}: {e}", plan.spec.url))?;
     let policy = FetchPolicy::article(&source_url, &plan.spec.allow_hosts);
-    let page = match shared
+    let started = std::time::Instant::now();
+    let fetched = shared
         .fetcher
         .get(link, &Validators::default(), &policy)
-        .await
-    {
+        .await;
+    metrics::histogram!("feedwatch_fetch_duration_seconds", "kind" => "page")
+        .record(started.elapsed().as_secs_f64());
+    let page = match fetched {
         Ok(FetchOutcome::Fetched(page)) => page,
         Ok(FetchOutcome::NotModified) => {
             return Err("304 Not Modified to an unconditional request".into());

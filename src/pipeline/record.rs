@@ -42,6 +42,9 @@ pub(super) async fn run(
 ) {
     let mut received = Vec::with_capacity(MAX_GROUP);
     while input.recv_many(&mut received, MAX_GROUP).await > 0 {
+        // Polls waiting behind this group: the writer's backlog.
+        metrics::gauge!("feedwatch_stage_queue_depth", "stage" => "writer").set(input.len() as f64);
+        metrics::histogram!("feedwatch_write_group_polls").record(received.len() as f64);
         // A test-only fault (debug builds): the writer dies, as a bug would kill it.
         #[cfg(debug_assertions)]
         if std::env::var("FEEDWATCH_TEST_FAULT").as_deref() == Ok("writer-panic") {

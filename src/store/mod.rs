@@ -392,6 +392,19 @@ pub struct Counts {
     pub deliveries_dead: i64,
 }
 
+/// What the store holds that `/metrics` shows as gauges, read at each scrape.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoreGauges {
+    /// Deliveries by status (`pending`, `delivered`, `dead`), every status present.
+    pub deliveries: Vec<(String, i64)>,
+    /// When the oldest pending delivery was created.
+    pub oldest_pending: Option<DateTime<Utc>>,
+    /// Sources by state (`active`, `blocked`, `gone`, `disabled`), every state present.
+    pub sources: Vec<(String, i64)>,
+    /// Sources whose last poll failed (a failure streak under way).
+    pub sources_failing: i64,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`.
@@ -550,6 +563,9 @@ pub trait Store: Send + Sync + 'static {
     /// Such stories are outside the dedup window and never candidates again, so their
     /// rows only cost space and index depth; the stories and their fingerprints stay.
     async fn prune_bands(&self, before: DateTime<Utc>, limit: i64) -> StoreResult<u64>;
+
+    /// The outbox and source figures `/metrics` shows (three small aggregate reads).
+    async fn gauges(&self) -> StoreResult<StoreGauges>;
 
     /// A trivial round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;

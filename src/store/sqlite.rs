@@ -19,8 +19,8 @@ use super::verdict::{self, Candidate, Identified, IdentityRow, PollTx, StoredSto
 use super::{
     Counts, Delivery, DeliveryInfo, DeliveryResult, KnownStory, NearDupCheck, NewStory,
     OutboxEntry, OutboxPolicy, PageFailure, PollContext, PollSave, PollWrite, PreparedStory,
-    QueryPlan, SaveOutcome, SourceRow, SourceSpec, SourceState, Store, StoreError, StoreResult,
-    StoredValidators, terms_json,
+    QueryPlan, SaveOutcome, SourceRow, SourceSpec, SourceState, Store, StoreError, StoreGauges,
+    StoreResult, StoredValidators, terms_json,
 };
 use crate::topics::TopicMatch;
 
@@ -744,6 +744,32 @@ impl Store for SqliteStore {
             deliveries_pending: row.try_get("pending")?,
             deliveries_delivered: row.try_get("delivered")?,
             deliveries_dead: row.try_get("dead")?,
+        })
+    }
+
+    async fn gauges(&self) -> StoreResult<StoreGauges> {
+        let deliveries: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM deliveries GROUP BY status")
+                .fetch_all(&self.pool)
+                .await?;
+        let oldest: Option<String> =
+            sqlx::query_scalar("SELECT MIN(created_at) FROM deliveries WHERE status = 'pending'")
+                .fetch_one(&self.pool)
+                .await?;
+        let oldest_pending = oldest.map(|t| parse_ts("created_at", &t)).transpose()?;
+        let sources: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, COUNT(*) FROM sources GROUP BY state")
+                .fetch_all(&self.pool)
+                .await?;
+        let sources_failing: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM sources WHERE consecutive_failures > 0")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(StoreGauges {
+            deliveries,
+            oldest_pending,
+            sources,
+            sources_failing,
         })
     }
 

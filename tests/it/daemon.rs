@@ -51,6 +51,45 @@ async fn run_polls_alerts_and_exits_cleanly_on_sigterm(backend: Backend) {
     assert!(metrics.contains("feedwatch_deliveries_total"), "{metrics}");
     assert!(metrics.contains("outcome=\"new\""), "{metrics}");
 
+    // The store's gauges agree with the database, once both deliveries are recorded.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+        if metrics.contains("feedwatch_outbox_deliveries{status=\"delivered\"} 2\n") {
+            break metrics;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the outbox gauge never showed 2 delivered: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        metrics.contains("feedwatch_outbox_deliveries{status=\"pending\"} 0\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("feedwatch_sources{state=\"active\"} 1\n"),
+        "{metrics}"
+    );
+    // Latencies are histograms (buckets for the dashboard's quantiles), not summaries.
+    for histogram in [
+        "feedwatch_fetch_duration_seconds",
+        "feedwatch_delivery_latency_seconds",
+    ] {
+        assert!(
+            metrics.contains(&format!("# TYPE {histogram} histogram")),
+            "{metrics}"
+        );
+    }
+    // Every metric the Grafana dashboard queries is one the daemon serves.
+    for name in dashboard_metrics() {
+        assert!(
+            metrics.contains(&format!("# TYPE {name} ")),
+            "contrib/grafana/feedwatch.json queries {name}, which /metrics does not serve:\n{metrics}"
+        );
+    }
+
     // Within the 10 s grace period.
     let exit = terminate(&mut child, Duration::from_secs(10)).await;
     assert_eq!(exit.code(), Some(0));
@@ -69,6 +108,34 @@ async fn run_polls_alerts_and_exits_cleanly_on_sigterm(backend: Backend) {
     db.cleanup().await;
 }
 both_backends!(run_polls_alerts_and_exits_cleanly_on_sigterm);
+
+/// The metric names the dashboard's queries use (a histogram's `_bucket` series named
+/// by the histogram).
+fn dashboard_metrics() -> std::collections::BTreeSet<String> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/contrib/grafana/feedwatch.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut names = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(at) = rest.find("feedwatch_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[at + name.len()..];
+                names.insert(name.strip_suffix("_bucket").unwrap_or(&name).to_string());
+            }
+        }
+    }
+    assert!(names.len() >= 10, "the dashboard queries {names:?}");
+    names
+}
 
 /// RSS with one item per `(title, body)`, dated now.
 fn feed(items: &[(&str, &str)]) -> Resource {
