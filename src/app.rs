@@ -30,6 +30,9 @@ pub struct App {
     scheduler: Scheduler,
     /// Where [`App::reload`] puts the sources, topics and webhooks of a reloaded file.
     snapshot: watch::Sender<Arc<Snapshot>>,
+    /// On SQLite, this process is the only `run` or `once` on the file while it holds
+    /// this.
+    _file_lock: store::InstanceLock,
 }
 
 /// What `once` did.
@@ -66,6 +69,8 @@ impl App {
         let snapshot = Snapshot::compile(config.clone())?;
         let store = store::connect(&config.database.url, config.database.max_connections).await?;
         info!(backend = store.backend(), url = %crate::config::redact_url(&config.database.url), "store ready");
+        // Before any lease is released or claimed: no other process on a SQLite file.
+        let file_lock = store::lock_database_file(&config.database.url)?;
         if store.backend() == "sqlite" {
             // One process owns a SQLite file: a lease still held is a crashed run's,
             // and waiting for it to lapse would leave its sources unpolled for minutes.
@@ -97,6 +102,7 @@ impl App {
             shared,
             notifier: Arc::new(notifier),
             snapshot,
+            _file_lock: file_lock,
         };
         let config = app.shared.config.clone();
         app.sync_sources(&config).await?;
@@ -251,6 +257,11 @@ impl App {
     /// `daemon.shutdown_grace`, and returns.
     pub async fn run_daemon(&self, cancel: CancellationToken) -> anyhow::Result<()> {
         let grace = self.shared.config.daemon.shutdown_grace;
+        // On Postgres, no other daemon of this instance may be running while this one
+        // takes back the instance's leases and works: held until the daemon returns.
+        let _instance_lock =
+            store::lock_instance(&self.shared.config.database.url, self.scheduler.instance())
+                .await?;
         self.take_back_leases().await;
         let stats = Arc::new(PipelineStats::default());
         let (tx, rx) = mpsc::channel::<PollJob>(64);

@@ -7,6 +7,7 @@
 //! inside it, and claims of sources and deliveries commit before any HTTP call.
 
 pub mod archive;
+mod instance;
 mod open;
 mod postgres;
 mod sqlite;
@@ -20,6 +21,7 @@ use uuid::Uuid;
 
 use crate::topics::TopicMatch;
 
+pub use instance::{InstanceLock, lock_database_file, lock_instance};
 pub use open::{ConnectProblem, OpenMode};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -42,6 +44,10 @@ pub enum StoreError {
     /// A query failed.
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
+    /// Another process holds this instance's lock ([`lock_instance`]); `what` says which
+    /// and what to do.
+    #[error("{what}")]
+    InUse { what: String },
     /// A row held a value this version cannot read.
     #[error("unexpected value in column {column}: {value:?}")]
     Decode { column: &'static str, value: String },

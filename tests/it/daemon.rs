@@ -502,6 +502,63 @@ async fn a_daemon_killed_mid_poll_polls_those_sources_again_at_restart(backend: 
 }
 both_backends!(a_daemon_killed_mid_poll_polls_those_sources_again_at_restart);
 
+/// A second daemon of the same instance on one database (the same config started twice
+/// on one host) would take back the running daemon's leases at start, and both would
+/// poll and alert: it is refused, naming the reason, and the lease stays put. On SQLite,
+/// whose `once` releases every lease too, so is a `once` beside the daemon.
+async fn a_second_process_of_one_instance_is_refused(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let site = Site::start().await;
+    site.put(
+        "/a",
+        feed(&[("Steel tariffs rise", "New tariffs on steel.")])
+            .with_delay(Duration::from_secs(3600)),
+    );
+    let config = TestConfig::write(&format!(
+        "{}\n[[sources]]\nname = \"a\"\nkind = \"feed\"\nurl = \"{}\"\ninterval = \"5s\"\n",
+        // The poll stays in flight (and leased) for the whole test.
+        config_head_with(&db.url, "lease = \"10m\"")
+            .replace("\ntimeout = \"5s\"", "\ntimeout = \"60s\""),
+        site.url("/a")
+    ));
+    let path = config.path.to_str().unwrap();
+    let _first = command(&["run", "--config", path])
+        .spawn()
+        .expect("spawn feedwatch run");
+    site.wait_for_requests("/a", 1, Duration::from_secs(30))
+        .await;
+    let held = lease_owner(&db, "a").await.expect("the poll holds a lease");
+
+    let mut second = vec!["run"];
+    if backend == Backend::Sqlite {
+        second.push("once");
+    }
+    for command in second {
+        let out = feedwatch(&[command, "--config", path]).await;
+        assert_eq!(out.status.code(), Some(1), "{command}: {}", describe(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let expected = match backend {
+            Backend::Sqlite => "another feedwatch `run` or `once` is using",
+            Backend::Postgres => "another feedwatch with daemon.instance",
+        };
+        assert!(stderr.contains(expected), "{command}: {}", describe(&out));
+    }
+    assert_eq!(
+        lease_owner(&db, "a").await.as_deref(),
+        Some(held.as_str()),
+        "the running daemon keeps its lease"
+    );
+    assert_eq!(
+        site.requests_to("/a").len(),
+        1,
+        "the source was polled once"
+    );
+    db.cleanup().await;
+}
+both_backends!(a_second_process_of_one_instance_is_refused);
+
 async fn readyz_says_not_ready_while_a_stage_is_stuck(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else {
         return;
