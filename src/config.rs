@@ -823,7 +823,7 @@ fn check_instance(name: &str) -> Result<(), String> {
 fn check_database_url(url: &str) -> Result<(), String> {
     use std::str::FromStr;
     let shown = redact_url(url);
-    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+    if crate::store::is_postgres_url(url) {
         sqlx::postgres::PgConnectOptions::from_str(url)
             .map_err(|e| format!("{shown:?} is not a valid Postgres URL: {e}"))?;
     } else if let Some(rest) = url

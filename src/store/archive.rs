@@ -147,7 +147,7 @@ pub trait Archive: Send + Sync {
 
 /// Opens the archive of the database `url` names, never creating one.
 pub async fn open(url: &str, access: Access) -> ArchiveResult<Box<dyn Archive>> {
-    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+    if super::is_postgres_url(url) {
         Ok(Box::new(
             postgres::PostgresArchive::open(url, access).await?,
         ))

@@ -17,7 +17,7 @@ use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqliteConnectOptions;
 
-use super::{StoreError, StoreResult};
+use super::{StoreError, StoreResult, is_postgres_url};
 use crate::config::redact_url;
 
 /// How long a start waits for the lock: the Postgres session of a process killed a
@@ -45,7 +45,7 @@ enum Held {
 /// has opened, so it exists), for `run` and `once` alike: both release every lease at
 /// start. Nothing to take on Postgres.
 pub fn lock_database_file(url: &str) -> StoreResult<InstanceLock> {
-    let held = if is_postgres(url) {
+    let held = if is_postgres_url(url) {
         Held::Nothing
     } else {
         lock_sqlite(url)?
@@ -57,16 +57,12 @@ pub fn lock_database_file(url: &str) -> StoreResult<InstanceLock> {
 /// its instance's leases at start (a `once` claims under a name of its own and takes
 /// nothing back). Nothing to take on SQLite, whose file [`lock_database_file`] locks.
 pub async fn lock_instance(url: &str, instance: &str) -> StoreResult<InstanceLock> {
-    let held = if is_postgres(url) {
+    let held = if is_postgres_url(url) {
         lock_postgres(url, instance).await?
     } else {
         Held::Nothing
     };
     Ok(InstanceLock { _held: held })
-}
-
-fn is_postgres(url: &str) -> bool {
-    url.starts_with("postgres:") || url.starts_with("postgresql:")
 }
 
 fn lock_sqlite(url: &str) -> StoreResult<Held> {

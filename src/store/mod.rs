@@ -594,9 +594,14 @@ pub async fn connect_existing(url: &str, max_connections: u32) -> StoreResult<Ar
     open(url, max_connections, OpenMode::Existing).await
 }
 
+/// Whether `url` names a Postgres database (any other URL is a SQLite one).
+pub(crate) fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres:") || url.starts_with("postgresql:")
+}
+
 /// Opens the store `url` names in `mode`.
 pub async fn open(url: &str, max_connections: u32, mode: OpenMode) -> StoreResult<Arc<dyn Store>> {
-    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+    if is_postgres_url(url) {
         Ok(Arc::new(
             PostgresStore::open(url, max_connections, mode).await?,
         ))
